@@ -1,0 +1,165 @@
+"""The only module that imports rich: messages, progress bars, tables.
+
+Human-facing output goes to stderr, so that ``--json`` summaries on stdout stay
+machine-readable. ``set_quiet(True)`` silences progress bars and info lines
+(warnings and errors still print).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def error(message: str) -> None:
+    """One line, no traceback: ``error: FILE:LINE: what is wrong``."""
+    _err.print(f"[bold red]error:[/] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    _err.print(f"[bold yellow]warning:[/] {escape(message)}")
+
+
+def info(message: str) -> None:
+    if not _quiet:
+        _err.print(escape(message))
+
+
+def rule(title: str) -> None:
+    if not _quiet:
+        _err.rule(escape(title))
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on one line on stdout (plain, no colour)."""
+    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "__fspath__"):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A simple table on stderr (skipped when quiet)."""
+    if _quiet:
+        return
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(Text(_fmt(v)) for v in r))
+    _err.print(t)
+
+
+def key_values(title: str | None, items: Sequence[tuple[str, Any]]) -> None:
+    """Two aligned columns: name, value (skipped when quiet)."""
+    if _quiet:
+        return
+    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in items:
+        t.add_row(k, Text(_fmt(v)))
+    _err.print(t)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class _RateColumn(ProgressColumn):
+    """Items/s, or tokens/s when the task carries a ``tokens`` field."""
+
+    def render(self, task) -> Text:  # type: ignore[override]
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("")
+        tokens = task.fields.get("tokens")
+        if tokens:
+            return Text(f"{tokens / elapsed:,.0f} tok/s", style="cyan")
+        return Text(f"{task.completed / elapsed:.2f} {task.fields.get('unit', 'it')}/s", style="cyan")
+
+
+class Tracker:
+    """Handle returned by `progress`: ``advance(n, tokens=...)`` and ``set(**fields)``."""
+
+    def __init__(self, progress: Progress | None, task_id: Any):
+        self._p, self._id = progress, task_id
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def advance(self, n: float = 1, tokens: int = 0, **fields: Any) -> None:
+        self.tokens += tokens
+        if self._p is not None:
+            self._p.update(self._id, advance=n, tokens=self.tokens, **fields)
+
+    def set(self, **fields: Any) -> None:
+        if self._p is not None:
+            self._p.update(self._id, **fields)
+
+    def describe(self, description: str) -> None:
+        if self._p is not None:
+            self._p.update(self._id, description=escape(description))
+
+
+@contextmanager
+def progress(description: str, total: float | None, unit: str = "it", status: bool = True) -> Iterator[Tracker]:
+    """A progress bar with ETA and items/s (or tokens/s) on stderr; silent when quiet.
+
+    ``status`` shows a free-text field (e.g. the current loss) after the bar.
+    """
+    if _quiet:
+        yield Tracker(None, None)
+        return
+    columns: list[Any] = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn() if total is not None else TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        _RateColumn(),
+    ]
+    if status:
+        columns.append(TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=_err, transient=False, refresh_per_second=4) as p:
+        task = p.add_task(escape(description), total=total, unit=unit, tokens=0, status="")
+        yield Tracker(p, task)
