@@ -15,7 +15,9 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"alignkit {__version__}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "inspect", "--help"], ["models", "--help"], ["data", "demo", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["data", "inspect", "--help"], ["models", "--help"], ["data", "demo", "--help"]]
+)
 def test_help_has_example(argv, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -49,7 +51,9 @@ def test_bad_line_names_file_and_line(tmp_path, capsys):
 def test_inspect_json_and_demo_data(tmp_path, capsys):
     assert main(["data", "demo", "--output", str(tmp_path)]) == 0
     capsys.readouterr()
-    assert main(["data", "inspect", str(tmp_path / "demo_pairs.jsonl"), "--tokenizer", "words", "--json"]) == 0
+    assert (
+        main(["data", "inspect", str(tmp_path / "demo_pairs.jsonl"), "--tokenizer", "words", "--json"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "preference"
     assert report["records"] >= 20

@@ -31,7 +31,9 @@ def test_defaults_recipe_then_flags(tmp_path):
 def test_unknown_recipe_key_names_key_and_suggests(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("lr: 0.001\nbatch_sise: 4\n")
-    with pytest.raises(ConfigError, match=r"r\.yaml: unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"r\.yaml: unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"
+    ):
         build_config(DemoConfig, recipe, {})
 
 

@@ -52,7 +52,9 @@ def test_metrics_append_and_torn_line(tmp_path):
 def test_checkpoints_atomic_and_pruned(tmp_path):
     run = Run.create("rm", str(tmp_path / "r"), Cfg())
     for step in (1, 2, 3):
-        run.save_checkpoint(step, lambda d, s=step: (d / "state.json").write_text(json.dumps({"s": s})), keep=2)
+        run.save_checkpoint(
+            step, lambda d, s=step: (d / "state.json").write_text(json.dumps({"s": s})), keep=2
+        )
     names = [p.name for p in run.checkpoints()]
     assert names == ["step-2", "step-3"]
     assert json.loads((run.latest_checkpoint() / "state.json").read_text()) == {"s": 3}

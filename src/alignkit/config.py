@@ -152,7 +152,9 @@ def _normalise(key: str) -> str:
     return key.replace("-", "_")
 
 
-def build_config(cls: type[C], recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
+def build_config(
+    cls: type[C], recipe: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> C:
     """Resolve a config: dataclass defaults < recipe YAML < explicit overrides (None = not given)."""
     values: dict[str, Any] = {}
     known = _known_keys(cls)
@@ -202,8 +204,20 @@ def save_config(cfg: Any, path: Path) -> None:
 
 
 # Options that may change between a run and its --resume without changing what is trained.
-RESUME_SAFE_KEYS = frozenset({"resume", "json", "output", "max_steps", "epochs", "report_to", "save_every",
-                              "log_every", "eval_every", "merge"})
+RESUME_SAFE_KEYS = frozenset(
+    {
+        "resume",
+        "json",
+        "output",
+        "max_steps",
+        "epochs",
+        "report_to",
+        "save_every",
+        "log_every",
+        "eval_every",
+        "merge",
+    }
+)
 
 
 def diff_configs(saved: dict[str, Any], current: dict[str, Any], ignore=RESUME_SAFE_KEYS) -> list[str]:
@@ -231,7 +245,7 @@ def _field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:]):
+        for node, nxt in zip(body, body[1:], strict=False):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)

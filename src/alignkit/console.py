@@ -141,7 +141,9 @@ class Tracker:
 
 
 @contextmanager
-def progress(description: str, total: float | None, unit: str = "it", status: bool = True) -> Iterator[Tracker]:
+def progress(
+    description: str, total: float | None, unit: str = "it", status: bool = True
+) -> Iterator[Tracker]:
     """A progress bar with ETA and items/s (or tokens/s) on stderr; silent when quiet.
 
     ``status`` shows a free-text field (e.g. the current loss) after the bar.
@@ -163,3 +165,54 @@ def progress(description: str, total: float | None, unit: str = "it", status: bo
     with Progress(*columns, console=_err, transient=False, refresh_per_second=4) as p:
         task = p.add_task(escape(description), total=total, unit=unit, tokens=0, status="")
         yield Tracker(p, task)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Label screen (`alignkit label`, alignkit.feedback.label): draws the lines `build_view` computes.
+# Layout and logic live in feedback/label.py; this section only turns (text, style) segments into output.
+# ---------------------------------------------------------------------------------------------------------
+
+
+class LabelScreen:
+    """A full-screen view on the terminal (stdout): ``draw(lines)`` repaints it, ``size()`` measures it."""
+
+    def __init__(self, file: Any = None):
+        self._c = Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+
+    def size(self) -> tuple[int, int]:
+        """(columns, rows) of the terminal itself (the COLUMNS/LINES variables are not trusted here)."""
+        import os
+        import shutil
+
+        try:
+            s = os.get_terminal_size(self._c.file.fileno())
+        except (OSError, ValueError, AttributeError):
+            s = shutil.get_terminal_size()
+        return s.columns, s.lines
+
+    def draw(self, lines: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """Clear the screen and print one terminal line per entry (each cropped to the width)."""
+        width, _ = self.size()
+        self._c.width = width
+        self._c.clear()
+        for i, segments in enumerate(lines):
+            text = Text(no_wrap=True, overflow="crop", end="")
+            for chunk, style in segments:
+                text.append(chunk, style=style or None)
+            text.truncate(width, overflow="crop")
+            self._c.print(text, end="" if i == len(lines) - 1 else "\n", no_wrap=True, crop=True)
+        self._c.file.flush()
+
+
+@contextmanager
+def label_screen() -> Iterator[LabelScreen]:
+    """The alternate screen with the cursor hidden, restored on exit (also on exceptions)."""
+    screen = LabelScreen()
+    screen._c.set_alt_screen(True)
+    screen._c.show_cursor(False)
+    try:
+        yield screen
+    finally:
+        screen._c.show_cursor(True)
+        screen._c.set_alt_screen(False)
+        screen._c.file.flush()

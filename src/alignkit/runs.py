@@ -120,11 +120,15 @@ class Run:
         saved_path = run.path / "config.yaml"
         if resume:
             if not saved_path.is_file():
-                raise UserError(f"{run.path}: nothing to resume (no config.yaml); drop --resume to start a new run")
+                raise UserError(
+                    f"{run.path}: nothing to resume (no config.yaml); drop --resume to start a new run"
+                )
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
             differing = diff_configs(saved, config_to_dict(config))
             if differing:
-                details = ", ".join(f"{k}: {saved.get(k)!r} -> {config_to_dict(config).get(k)!r}" for k in differing)
+                details = ", ".join(
+                    f"{k}: {saved.get(k)!r} -> {config_to_dict(config).get(k)!r}" for k in differing
+                )
                 raise ConfigError(
                     f"{saved_path}: --resume with a different config ({details}); "
                     "use the same options or a new --output"

@@ -36,7 +36,9 @@ def inspect_command(cfg: InspectConfig) -> None:
         from alignkit.models.registry import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
-    report = inspect_data(cfg.path, kind=cfg.kind, format=cfg.format, skip_invalid=not cfg.strict, tokenizer=tokenizer)
+    report = inspect_data(
+        cfg.path, kind=cfg.kind, format=cfg.format, skip_invalid=not cfg.strict, tokenizer=tokenizer
+    )
     if cfg.json:
         console.print_json(report)
         return
@@ -47,14 +49,23 @@ def _show(report: dict) -> None:
     unit = report.get("length_unit", "tokens")
     console.key_values(
         f"data: {report['path']}",
-        [("format", report["format"]), ("kind", report["kind"]), ("records", report["records"]),
-         ("skipped", report["skipped"])]
+        [
+            ("format", report["format"]),
+            ("kind", report["kind"]),
+            ("records", report["records"]),
+            ("skipped", report["skipped"]),
+        ]
         + [(k, report[k]) for k in ("pairs", "rankings") if k in report],
     )
     rows = []
     for name, stats in report.get("lengths", {}).items():
         if stats:
-            rows.append([name.replace("_tokens", f" ({unit})"), *(stats.get(k) for k in ("min", "mean", "p50", "p95", "max"))])
+            rows.append(
+                [
+                    name.replace("_tokens", f" ({unit})"),
+                    *(stats.get(k) for k in ("min", "mean", "p50", "p95", "max")),
+                ]
+            )
     if rows:
         console.table("lengths", ["", "min", "mean", "p50", "p95", "max"], rows)
     reasons = report.get("skipped_reasons", [])
@@ -74,7 +85,10 @@ def _show(report: dict) -> None:
 
 @data_app.command("demo")
 def demo_data_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write demo_pairs.jsonl and demo_prompts.jsonl into.")] = Path("runs/demo-data"),
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder to write demo_pairs.jsonl and demo_prompts.jsonl into."),
+    ] = Path("runs/demo-data"),
 ) -> None:
     """Write the small demo data set shipped with alignkit (preference pairs and prompts we wrote).
 

@@ -14,9 +14,14 @@ from alignkit.cli import app
 def models_command(
     prepare: Annotated[
         bool,
-        typer.Option("--prepare", help="Convert the embedded default (GGUF) into a normal HF checkpoint in the cache, once."),
+        typer.Option(
+            "--prepare",
+            help="Convert the embedded default (GGUF) into a normal HF checkpoint in the cache, once.",
+        ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="With --prepare: convert again even if the cache has it.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --prepare: convert again even if the cache has it.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No info lines on stderr.")] = False,
 ) -> None:
@@ -38,8 +43,13 @@ def models_command(
         console.info(f"ready: {prepared}")
     models = registry.list_models()
     if json_out:
-        console.print_json({"cache": str(registry.cache_dir()), "prepared": str(prepared) if prepared else None,
-                            "models": models})
+        console.print_json(
+            {
+                "cache": str(registry.cache_dir()),
+                "prepared": str(prepared) if prepared else None,
+                "models": models,
+            }
+        )
         return
     console.table(
         f"models (cache: {registry.cache_dir()})",

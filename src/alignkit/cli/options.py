@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -27,7 +28,7 @@ SHORT = {"output": "-o", "model": "-m"}
 
 
 def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0]
@@ -43,7 +44,9 @@ def _default_text(f) -> str | None:
     return None
 
 
-def option_parameters(cls: type, skip: tuple[str, ...] = (), positional: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+def option_parameters(
+    cls: type, skip: tuple[str, ...] = (), positional: tuple[str, ...] = ()
+) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(cls)
     params: list[inspect.Parameter] = []
     for f in fields(cls):
@@ -95,11 +98,15 @@ QUIET_PARAM = inspect.Parameter(
     "quiet",
     inspect.Parameter.KEYWORD_ONLY,
     default=False,
-    annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines on stderr.")],
+    annotation=Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or info lines on stderr.")
+    ],
 )
 
 
-def config_command(cls: type, positional: tuple[str, ...] = ()) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
+def config_command(
+    cls: type, positional: tuple[str, ...] = ()
+) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
     """Decorate ``fn(cfg)`` so typer sees one option per config field (+ --config, --quiet)."""
 
     def decorate(fn: Callable[[Any], Any]) -> Callable[..., Any]:

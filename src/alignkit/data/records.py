@@ -171,7 +171,12 @@ class Record:
                 chosen=self.responses[b],
                 rejected=self.responses[w],
                 source=self.source,
-                meta={**self.meta, "group": self.source, "group_size": len(pairs), "ranks": (b, w)},
+                meta={
+                    **self.meta,
+                    "group": self.meta.get("group", self.source),
+                    "group_size": len(pairs),
+                    "ranks": (b, w),
+                },
             )
             for b, w in pairs
         ]
@@ -220,11 +225,17 @@ class Record:
         if kind == "ranking":
             assert self.responses is not None and self.ranks is not None
             best = min(range(len(self.ranks)), key=lambda i: self.ranks[i])  # type: ignore[index]
-            return [Record(prompt=self.prompt, completion=self.responses[best], source=self.source, meta=self.meta)]
+            return [
+                Record(
+                    prompt=self.prompt, completion=self.responses[best], source=self.source, meta=self.meta
+                )
+            ]
         if kind == "unpaired":
             if not self.label:
                 return []
-            return [Record(prompt=self.prompt, completion=self.completion, source=self.source, meta=self.meta)]
+            return [
+                Record(prompt=self.prompt, completion=self.completion, source=self.source, meta=self.meta)
+            ]
         raise DataError("prompt-only data has no answers to train on", self.source or None)
 
     def to_prompt(self) -> Record:

