@@ -1,0 +1,246 @@
+"""Named LoRA adapters on one base: switching, reference, save/load, merge, backbone (tiny Llama)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+
+from alignkit.errors import ConfigError, ModelError
+from alignkit.models import lora, registry
+
+LLAMA_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def _perturb(model, name: str, seed: int) -> None:
+    """Give adapter ``name`` non-zero lora_B (B starts at zero, which would make the adapter a no-op)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in lora.adapter_parameters(model, name):
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+
+
+@pytest.fixture
+def batch(tokenizer):
+    return tokenizer(["The quick brown fox jumps", "Hello"], padding=True, return_tensors="pt")
+
+
+@pytest.fixture
+def base_logits(tiny_model, batch):
+    with torch.no_grad():
+        return tiny_model(**batch).logits.clone()
+
+
+@pytest.fixture
+def two_adapters(tiny_model, base_logits):
+    """tiny_model with trainable adapters 'policy' (active) and 'value', both perturbed."""
+    model = lora.add_adapter(tiny_model, "policy", lora.LoraSettings(r=4, alpha=8))
+    model = lora.add_adapter(model, "value", lora.LoraSettings(r=2, alpha=4))
+    _perturb(model, "policy", seed=1)
+    _perturb(model, "value", seed=2)
+    return model
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_all_linear_targets_projections_not_lm_head(two_adapters):
+    config = two_adapters.peft_config["policy"]
+    assert sorted(config.target_modules) == LLAMA_LINEAR
+    names = [name for name, _ in two_adapters.named_parameters() if "lora_" in name]
+    assert names and not any("lm_head" in name or "embed" in name for name in names)
+    assert config.bias == "none"
+
+
+def test_base_frozen_and_adapters_trainable(two_adapters):
+    policy = lora.trainable_parameters(two_adapters, "policy")
+    value = lora.trainable_parameters(two_adapters, "value")
+    assert policy and value
+    # 2 layers x 7 projections x (A, B)
+    assert len(policy) == len(value) == 2 * 7 * 2
+    trainable = {id(p) for p in lora.trainable_parameters(two_adapters)}
+    assert trainable == {id(p) for p in policy + value}
+    assert lora.adapter_names(two_adapters) == ["policy", "value"]
+    assert lora.active_adapter(two_adapters) == "policy"
+
+
+def test_add_adapter_frozen_and_duplicate(two_adapters):
+    model = lora.add_adapter(two_adapters, "reward", trainable=False)
+    assert lora.adapter_parameters(model, "reward")
+    assert lora.trainable_parameters(model, "reward") == []
+    assert lora.trainable_parameters(model, "policy")  # unchanged by adding another adapter
+    with pytest.raises(ModelError, match="already exists"):
+        lora.add_adapter(model, "reward")
+
+
+def test_lora_settings_are_validated(tiny_model):
+    with pytest.raises(ConfigError, match="r must be"):
+        lora.LoraSettings(r=0)
+    with pytest.raises(ConfigError, match="dropout"):
+        lora.LoraSettings(dropout=1.0)
+    with pytest.raises(ConfigError, match="q_projj"):
+        lora.add_adapter(tiny_model, "policy", lora.LoraSettings(target_modules=["q_projj"]))
+    with pytest.raises(ConfigError, match="adapter name"):
+        lora.add_adapter(tiny_model, "bad.name")
+
+
+def test_explicit_targets(tiny_model):
+    model = lora.add_adapter(tiny_model, "policy", lora.LoraSettings(target_modules=["q_proj", "v_proj"]))
+    assert sorted(model.peft_config["policy"].target_modules) == ["q_proj", "v_proj"]
+
+
+def test_use_adapter_switches_and_restores(two_adapters, batch, base_logits):
+    policy = _logits(two_adapters, batch)
+    assert not torch.allclose(policy, base_logits, atol=1e-4)
+    with lora.use_adapter(two_adapters, "value"):
+        value = _logits(two_adapters, batch)
+        assert lora.active_adapter(two_adapters) == "value"
+    assert not torch.allclose(value, policy, atol=1e-4)
+    assert lora.active_adapter(two_adapters) == "policy"
+    torch.testing.assert_close(_logits(two_adapters, batch), policy)
+
+    with pytest.raises(RuntimeError, match="boom"), lora.use_adapter(two_adapters, "value"):
+        raise RuntimeError("boom")
+    assert lora.active_adapter(two_adapters) == "policy"
+    with pytest.raises(ModelError, match="no adapter named 'nope'"), lora.use_adapter(two_adapters, "nope"):
+        pass
+
+
+def test_reference_is_the_base_model(two_adapters, batch, base_logits):
+    policy = _logits(two_adapters, batch)
+    flags = [p.requires_grad for p in two_adapters.parameters()]
+    with lora.reference(two_adapters) as ref:
+        assert not torch.is_grad_enabled()
+        torch.testing.assert_close(ref(**batch).logits, base_logits, rtol=0, atol=1e-6)
+        with lora.use_adapter(two_adapters, "value"):  # switching inside keeps adapters off
+            torch.testing.assert_close(ref(**batch).logits, base_logits, rtol=0, atol=1e-6)
+    assert torch.is_grad_enabled()
+    torch.testing.assert_close(_logits(two_adapters, batch), policy)  # adapter active again
+    assert [p.requires_grad for p in two_adapters.parameters()] == flags
+
+
+def test_reference_restores_after_an_exception(two_adapters, batch):
+    policy = _logits(two_adapters, batch)
+    flags = [p.requires_grad for p in two_adapters.parameters()]
+    with pytest.raises(ValueError, match="inside"), lora.reference(two_adapters):
+        raise ValueError("inside")
+    torch.testing.assert_close(_logits(two_adapters, batch), policy)
+    assert lora.active_adapter(two_adapters) == "policy"
+    assert [p.requires_grad for p in two_adapters.parameters()] == flags
+
+
+def test_reference_refuses_a_model_without_adapters(tiny_model, batch, base_logits):
+    with pytest.raises(ModelError, match="frozen_copy"), lora.reference(tiny_model):
+        pass
+    ref = lora.frozen_copy(tiny_model)
+    assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
+    with torch.no_grad():
+        tiny_model.model.norm.weight.add_(1.0)  # training the policy must not move the reference
+    torch.testing.assert_close(_logits(ref, batch), base_logits)
+    assert not torch.allclose(_logits(tiny_model, batch), base_logits, atol=1e-4)
+
+
+def test_gradients_reach_both_adapters_after_switching(two_adapters, batch):
+    """PEFT's set_adapter turns requires_grad off on inactive adapters; use_adapter must not."""
+    two_adapters.train()
+    policy_loss = two_adapters(**batch).logits.float().pow(2).mean()
+    with lora.use_adapter(two_adapters, "value"):
+        value_loss = two_adapters(**batch).logits.float().pow(2).mean()
+        with lora.reference(two_adapters):
+            two_adapters(**batch)
+    (policy_loss + value_loss).backward()
+    for name in ("policy", "value"):
+        grads = [p.grad for p in lora.adapter_parameters(two_adapters, name)]
+        assert all(g is not None for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+    base = [p for n, p in two_adapters.named_parameters() if "lora_" not in n]
+    assert all(p.grad is None and not p.requires_grad for p in base)
+
+
+def test_save_and_load_adapter_roundtrip(two_adapters, batch, tiny_model_dir, tmp_path):
+    with lora.use_adapter(two_adapters, "value"):
+        expected = _logits(two_adapters, batch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("kept")
+    folder = lora.save_adapter(two_adapters, "value", tmp_path / "run")
+    assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
+    assert (folder / "notes.txt").read_text() == "kept"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "notes.txt",
+    ]
+
+    fresh = registry.load_model(str(tiny_model_dir), dtype="fp32")
+    loaded = lora.load_adapter(fresh, folder, "value")
+    assert isinstance(loaded, PeftModel)
+    torch.testing.assert_close(_logits(loaded, batch), expected)
+    assert lora.trainable_parameters(loaded, "value") == []  # frozen by default
+
+    again = lora.load_adapter(loaded, folder, "critic", trainable=True)
+    assert lora.trainable_parameters(again, "critic")
+    assert lora.active_adapter(again) == "value"
+    with lora.use_adapter(again, "critic"):
+        torch.testing.assert_close(_logits(again, batch), expected)
+
+
+def test_plain_peft_loads_our_adapter(two_adapters, batch, tiny_model_dir, tmp_path):
+    expected = _logits(two_adapters, batch)
+    lora.save_adapter(two_adapters, "policy", tmp_path)
+    fresh = registry.load_model(str(tiny_model_dir), dtype="fp32")
+    peft_model = PeftModel.from_pretrained(fresh, str(tmp_path))
+    torch.testing.assert_close(_logits(peft_model, batch), expected)
+
+
+def test_load_adapter_refuses_pickle(tiny_model, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="safetensors only"):
+        lora.load_adapter(tiny_model, tmp_path, "policy")
+
+
+def test_run_dir_loads_as_a_model(two_adapters, batch, tiny_model_dir, tmp_path):
+    """A run dir (adapter + alignkit_model.json) passed as a model name gives base + that adapter."""
+    expected = _logits(two_adapters, batch)
+    lora.save_adapter(two_adapters, "policy", tmp_path)
+    registry.write_model_meta(tmp_path, base=str(tiny_model_dir), adapter="policy")
+    model = registry.load_model(str(tmp_path), dtype="fp32")
+    assert isinstance(model, PeftModel) and lora.active_adapter(model) == "policy"
+    torch.testing.assert_close(_logits(model, batch), expected)
+    assert registry.load_tokenizer(str(tmp_path)).pad_token == "<|endoftext|>"
+
+
+def test_merge_adapter_gives_the_same_logits(two_adapters, batch):
+    with lora.use_adapter(two_adapters, "value"):
+        expected = _logits(two_adapters, batch)
+    policy = _logits(two_adapters, batch)
+    merged = lora.merge_adapter(two_adapters, "value")
+    assert not isinstance(merged, PeftModel)
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    torch.testing.assert_close(_logits(merged, batch), expected, rtol=1e-4, atol=1e-5)
+    # the original keeps both adapters and its outputs
+    assert lora.adapter_names(two_adapters) == ["policy", "value"]
+    torch.testing.assert_close(_logits(two_adapters, batch), policy)
+
+
+def test_backbone_hidden_states_match_the_full_model(two_adapters, batch):
+    decoder = lora.backbone(two_adapters)
+    assert type(decoder).__name__ == "LlamaModel"
+    with torch.no_grad():
+        full = two_adapters(**batch, output_hidden_states=True).hidden_states[-1]
+        hidden = decoder(**batch).last_hidden_state
+    torch.testing.assert_close(hidden, full)
+    with lora.reference(two_adapters):
+        base_hidden = decoder(**batch).last_hidden_state
+    assert not torch.allclose(hidden, base_hidden, atol=1e-4)  # LoRA layers are inside the backbone
+
+
+def test_backbone_of_a_plain_model(tiny_model_dir, batch):
+    model = registry.load_model(str(tiny_model_dir), dtype="fp32")
+    with torch.no_grad():
+        full = model(**batch, output_hidden_states=True).hidden_states[-1]
+        hidden = lora.backbone(model)(**batch).last_hidden_state
+    torch.testing.assert_close(hidden, full)
+    assert lora.backbone(lora.backbone(model)) is lora.backbone(model)
