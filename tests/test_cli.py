@@ -80,3 +80,12 @@ def test_internal_error_exits_1(monkeypatch, tmp_path, capsys):
     assert main(["data", "inspect", str(f), "--tokenizer", "words"]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err
+
+
+def test_models_lists_embedded_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    assert main(["models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cache"] == str(tmp_path / "cache")
+    default = [m for m in out["models"] if m["name"] == "smollm2-135m-instruct"]
+    assert default and default[0]["source"] == "embedded" and default[0]["prepared"] is False

@@ -53,6 +53,21 @@ def models_command(
         return
     console.table(
         f"models (cache: {registry.cache_dir()})",
-        ["name", "source", "status", "path"],
-        [[m.get("name"), m.get("source"), m.get("status"), m.get("path") or ""] for m in models],
+        ["name", "source", "status", "size", "path"],
+        [
+            [
+                m.get("name"),
+                m.get("source"),
+                "prepared" if m.get("prepared") else "not prepared (alignkit models --prepare)",
+                _size(m.get("size_bytes")),
+                m.get("path") or "",
+            ]
+            for m in models
+        ],
     )
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return ""
+    return f"{n / 2**20:,.0f} MiB"
