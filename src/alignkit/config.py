@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -231,6 +232,7 @@ def field_help(cls: type, name: str) -> str:
     return _field_docs(cls).get(name, "")
 
 
+@functools.lru_cache(maxsize=None)
 def _field_docs(cls: type) -> dict[str, str]:
     import ast
     import inspect
@@ -319,4 +321,7 @@ _TRAINER_CONFIGS: dict[str, tuple[str, str]] = {
     "kto": ("alignkit.trainers.kto_config", "KTOConfig"),
     "sft": ("alignkit.trainers.sft_config", "SFTConfig"),
     "ppo": ("alignkit.trainers.ppo_config", "PPOConfig"),
+    "judge": ("alignkit.feedback.config", "JudgeConfig"),
+    "label": ("alignkit.feedback.config", "LabelConfig"),
+    "sample": ("alignkit.sampling.config", "SampleConfig"),
 }

@@ -222,6 +222,12 @@ def _open(path_or_name: str | Path, split: str | None) -> tuple[str, Iterator[It
         base = lower[:-3] if lower.endswith(".gz") else lower
         opener = gzip.open if lower.endswith(".gz") else open
         if base.endswith((".jsonl", ".ndjson")):
+            # Label files (alignkit label / judge) are append-only event logs: undo rows cancel earlier
+            # labels and ties/skips are not training data, so they are read through the store's reader.
+            from alignkit.feedback.store import is_label_file, label_items
+
+            if not lower.endswith(".gz") and is_label_file(path):
+                return name, _guard(label_items(path, name), name), False
             return name, _guard(_jsonl_file_items(opener, path, name), name), False
         if base.endswith(".json"):
             return name, _guard(_json_items(opener, path, name, split), name), False
