@@ -1,0 +1,230 @@
+"""A preallocated KV cache for batched decoding, and the attention that reads it.
+
+Layout, per layer: keys and values ``(B, H_kv, C, D)``, contiguous (B rows, C columns of capacity). Every row
+is *right-aligned*: the next token of every row is written at column ``length``, so row ``i`` holds its tokens
+in columns ``[length - row_len[i], length)`` and padding on the left. An additive mask ``bias`` ``(B, 1, 1, C)``
+(0 = attend, -inf = hide) hides padding and the not-yet-written columns.
+
+Why not ``DynamicCache``: it grows by ``torch.cat``, i.e. copies the whole cache at every step (42% of a
+batch-128 decode step of SmolLM2-135M in our profile). Why attend over all C columns instead of slicing
+``[:length]``: a slice has a batch stride != its size and CPU ``bmm`` then copies K and V first (3-4x slower
+than contiguous). The capacity grows in chunks (:meth:`SlabCache.reshape`), so at most a chunk of masked
+columns is read, and every reshape also drops finished rows (compaction) and appends new ones (refill).
+
+The attention (:func:`slab_attention`) is registered with transformers' ``AttentionInterface`` and switched on
+only inside :func:`slab_attention_enabled`, so the model's own modules (and any LoRA layers on them) still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+ATTENTION_NAME = "alignkit_slab"
+
+
+class _SlabLayer(CacheLayerMixin):
+    """Adapter from transformers' per-layer cache protocol to one layer of a `SlabCache`."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, slab: SlabCache, layer_idx: int):
+        super().__init__()
+        self.slab = slab
+        self.layer_idx = layer_idx
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass  # the slab allocates its tensors itself
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        return self.slab.write(self.layer_idx, key_states, value_states)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.slab.capacity, 0
+
+    def get_seq_length(self) -> int:
+        return self.slab.length
+
+    def get_max_length(self) -> int:
+        return self.slab.capacity
+
+
+class SlabCache(Cache):
+    """KV cache of right-aligned rows in preallocated ``(B, H_kv, C, D)`` tensors, one pair per layer.
+
+    Two write modes:
+
+    * decode (default): each layer's new ``(B, H_kv, 1, D)`` key/value goes to column ``length`` of every row;
+      the layer attends over the whole slab with the mask ``bias``. Call :meth:`open_column` before the forward
+      and :meth:`advance` after it.
+    * prefill (inside :meth:`prefill`): a group of ``G`` left-padded prompts ``(G, H_kv, P, D)`` is copied into
+      slab rows ``rows`` (row ``rows[j]`` gets prompt ``src[j]``, so one prompt can fill n sample rows) at
+      columns ``[length - P, length)``; the layer attends over the group's own keys only.
+    """
+
+    def __init__(self, num_layers: int):
+        self._slab_layers = [_SlabLayer(self, i) for i in range(num_layers)]
+        super().__init__(layers=list(self._slab_layers))
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.rows = 0  # B
+        self.length = 0  # columns written (the next token goes to column `length`)
+        self.capacity = 0  # C
+        self.bias = torch.zeros(0, 1, 1, 0)  # (B, 1, 1, C) float32: 0 = attend, -inf = hidden
+        self._prefill: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------------- writes
+    def write(self, layer: int, key_states: torch.Tensor, value_states: torch.Tensor):
+        """Store one layer's new keys/values; return what that layer attends over."""
+        if self._prefill is not None:
+            rows, src = self._prefill
+            if self.keys[layer] is None:  # first use: the dtype is what the model (or autocast) produces
+                shape = (self.rows, key_states.shape[1], self.capacity, key_states.shape[3])
+                self.keys[layer] = key_states.new_zeros(shape)
+                self.values[layer] = value_states.new_zeros(shape[:3] + (value_states.shape[3],))
+            start = self.length - key_states.shape[2]
+            self.keys[layer][rows, :, start : self.length] = key_states.index_select(0, src)
+            self.values[layer][rows, :, start : self.length] = value_states.index_select(0, src)
+            return key_states, value_states
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, self.length] = key_states[:, :, -1]
+        values[:, :, self.length] = value_states[:, :, -1]
+        return keys, values
+
+    @contextlib.contextmanager
+    def prefill(self, rows: torch.Tensor, src: torch.Tensor) -> Iterator[None]:
+        """Within this context a forward of ``G`` prompts fills slab rows ``rows`` (R,) from prompts ``src`` (R,)."""
+        self._prefill = (rows, src)
+        try:
+            yield
+        finally:
+            self._prefill = None
+
+    def open_column(self) -> torch.Tensor:
+        """Unmask column ``length`` (about to be written by the decode forward); return ``bias`` (B, 1, 1, C)."""
+        self.bias[:, :, :, self.length] = 0.0
+        return self.bias
+
+    def advance(self) -> None:
+        self.length += 1
+
+    # ----------------------------------------------------------------------------------------- reshape
+    def reshape(
+        self, keep: torch.Tensor, row_len: torch.Tensor, new_rows: int, length: int, capacity: int
+    ) -> None:
+        """Rebuild the slab: rows ``keep`` (K,) of the old one first, then ``new_rows`` empty rows.
+
+        ``row_len`` (K + new_rows,) is how many columns each row of the new slab holds (kept rows: their tokens
+        so far; new rows: their prompt, written later by :meth:`prefill`). Columns are right-aligned at
+        ``length``; ``capacity`` >= ``length`` leaves room for the next decode steps. One copy of the kept
+        rows' live columns: this is where finished rows leave (compaction) and new rows join (refill).
+        """
+        if capacity < length:
+            raise ValueError(f"capacity {capacity} < length {length}")
+        kept = int(keep.numel())
+        span = min(int(row_len[:kept].max()), self.length) if kept else 0
+        for layer in range(len(self.keys)):
+            for store in (self.keys, self.values):
+                old = store[layer]
+                if old is None:
+                    continue
+                # Zeros, not empty: masked columns are multiplied by 0 in attention, and 0 * NaN garbage = NaN.
+                new = old.new_zeros((kept + new_rows, old.shape[1], capacity, old.shape[3]))
+                if span:
+                    new[:kept, :, length - span : length] = old[keep, :, self.length - span : self.length]
+                store[layer] = new
+        self.rows, self.length, self.capacity = kept + new_rows, length, capacity
+        columns = torch.arange(capacity)
+        visible = (columns >= length - row_len[:, None]) & (columns < length)
+        self.bias = torch.zeros(self.rows, 1, 1, capacity).masked_fill_(
+            ~visible[:, None, None, :], float("-inf")
+        )
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+
+
+def prefill_mask(prompt_mask: torch.Tensor) -> torch.Tensor:
+    """Boolean attention mask (G, 1, P, P) for left-padded prompts; True = may attend.
+
+    Causal over real tokens; a padding query sees only itself, so no softmax row is empty (an all-masked row
+    gives NaN, and a NaN key/value would poison the rows that mask it).
+    """
+    length = prompt_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril_()
+    allowed = causal & prompt_mask[:, None, :]
+    allowed |= torch.eye(length, dtype=torch.bool)
+    return allowed[:, None]
+
+
+def slab_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention for `SlabCache`. query (B, H_q, Q, D); key/value (B, H_kv, K, D). Returns (B, Q, H_q, D).
+
+    Decode (a float mask, Q = 1): two batched matmuls per layer with the GQA query heads of one KV head packed
+    together, so K and V are read once and never repeated: scores (B*H_kv, H_q/H_kv, C) in the model dtype,
+    softmax in fp32 (like transformers' eager attention). On this CPU it is ~3x faster than SDPA for Q = 1.
+    Prefill (a boolean mask): ``scaled_dot_product_attention`` over the group's own keys.
+    """
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    batch, q_heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    group = q_heads // kv_heads
+    if attention_mask is not None and attention_mask.dtype != torch.bool and q_len == 1:
+        q = query.reshape(batch * kv_heads, group, dim)
+        scores = torch.bmm(q, key.view(batch * kv_heads, kv_len, dim).transpose(1, 2))
+        scores = scores.view(batch, kv_heads, group, kv_len).float()
+        scores.mul_(scale).add_(attention_mask)  # mask (B, 1, 1, C) broadcasts over heads
+        probs = torch.softmax(scores, dim=-1).to(value.dtype)
+        out = torch.bmm(
+            probs.view(batch * kv_heads, group, kv_len), value.view(batch * kv_heads, kv_len, dim)
+        )
+        return out.view(batch, 1, q_heads, dim), None
+    if group > 1:
+        key = key.repeat_interleave(group, dim=1)
+        value = value.repeat_interleave(group, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scale)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _configs(model: nn.Module) -> list:
+    seen: dict[int, object] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            seen.setdefault(id(config), config)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def slab_attention_enabled(model: nn.Module) -> Iterator[None]:
+    """Route the model's attention through :func:`slab_attention` for the duration; restore it afterwards.
+
+    The switch is on the model's config objects, so every model sharing them (e.g. a PEFT wrapper and its
+    base) is switched too; do not run other forwards of the same model from another thread meanwhile.
+    """
+    AttentionInterface.register(ATTENTION_NAME, slab_attention)
+    saved = [(config, config._attn_implementation) for config in _configs(model)]
+    try:
+        for config, _ in saved:
+            config._attn_implementation = ATTENTION_NAME
+        yield
+    finally:
+        for config, previous in saved:
+            config._attn_implementation = previous

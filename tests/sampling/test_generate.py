@@ -1,0 +1,242 @@
+"""The batched sampler against transformers' generate and against itself under different batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit.data.records import conversation
+from alignkit.errors import ConfigError, UserError
+from alignkit.sampling import SamplingSettings, generate, response_token_logps
+
+
+def _hf_greedy(model, prompts: list[list[int]], max_new_tokens: int, pad: int, eos: int) -> list[list[int]]:
+    """transformers' greedy decoding of left-padded prompts, cut after the first EOS."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    responses = []
+    for row in out[:, width:].tolist():
+        responses.append(row[: row.index(eos) + 1] if eos in row else row)
+    return responses
+
+
+def test_greedy_matches_transformers_generate(tiny_lm, tokenizer, id_prompts):
+    ours = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=16, temperature=0)
+    theirs = _hf_greedy(tiny_lm, id_prompts, 16, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert [g.response_ids for g in ours] == theirs
+    assert len({tuple(r) for r in theirs}) > 1  # the prompts really lead to different answers
+
+
+def test_shapes_masks_and_grouping(tiny_lm, tokenizer, id_prompts):
+    batch = generate(tiny_lm, tokenizer, id_prompts, n=3, max_new_tokens=7, seed=1, return_logprobs=True)
+    assert len(batch) == len(id_prompts) * 3
+    for i, group in enumerate(batch.by_prompt()):
+        assert [g.prompt_index for g in group] == [i] * 3
+        assert [g.sample_index for g in group] == [0, 1, 2]
+        assert all(g.prompt_ids == id_prompts[i] for g in group)
+    packed = batch.to_tensors()
+    rows, width = len(batch), max(len(p) for p in id_prompts)
+    longest = max(len(g.response_ids) for g in batch)
+    assert packed.prompt_ids.shape == (rows, width) and packed.prompt_mask.shape == (rows, width)
+    assert packed.response_ids.shape == (rows, longest) and packed.token_logps.shape == (rows, longest)
+    for row, g in enumerate(batch):
+        assert packed.prompt_mask[row].sum() == len(g.prompt_ids)
+        assert packed.prompt_mask[row, -1]  # left padded: the prompt ends at the right edge
+        assert packed.prompt_ids[row, width - len(g.prompt_ids) :].tolist() == g.prompt_ids
+        assert packed.response_mask[row].sum() == len(g.response_ids)
+        assert packed.response_ids[row, : len(g.response_ids)].tolist() == g.response_ids
+        assert (packed.token_logps[row, len(g.response_ids) :] == 0).all()
+        assert (packed.token_logps[row, : len(g.response_ids)] < 0).all()
+        assert packed.prompt_index[row] == g.prompt_index
+    assert packed.sequence_ids.shape == (rows, width + longest)
+
+
+def test_stop_tokens_end_each_row_and_are_kept(tiny_lm, tokenizer, id_prompts):
+    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=12, temperature=0, stop_token_ids=[])
+    assert all(len(g.response_ids) == 12 and not g.finished for g in free)
+    # A token greedy decoding emits at different steps in different rows becomes the stop token.
+    stop = free[1].response_ids[3]
+    stopped = generate(
+        tiny_lm, tokenizer, id_prompts, max_new_tokens=12, temperature=0, stop_token_ids=[stop]
+    )
+    cut_rows = 0
+    for before, after in zip(free, stopped, strict=True):
+        if stop in before.response_ids:
+            end = before.response_ids.index(stop) + 1
+            assert after.response_ids == before.response_ids[:end]
+            assert after.finished
+            cut_rows += 1
+        else:
+            assert after.response_ids == before.response_ids and not after.finished
+    assert cut_rows >= 1
+    assert stopped[1].response_ids[-1] == stop and len(stopped[1].response_ids) <= 4
+
+
+def test_min_new_tokens_bans_stop_tokens(tiny_lm, tokenizer, id_prompts):
+    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=10, temperature=0, stop_token_ids=[])
+    stop = free[1].response_ids[1]
+    out = generate(
+        tiny_lm,
+        tokenizer,
+        id_prompts,
+        max_new_tokens=10,
+        temperature=0,
+        stop_token_ids=[stop],
+        min_new_tokens=6,
+    )
+    assert all(len(g.response_ids) >= 6 for g in out)
+    assert all(stop not in g.response_ids[:5] for g in out)
+
+
+def test_same_seed_same_samples_whatever_the_batch_size(tiny_lm, tokenizer, id_prompts):
+    settings = SamplingSettings(n=3, max_new_tokens=10, seed=7, temperature=1.0)
+    big = generate(tiny_lm, tokenizer, id_prompts, settings)
+    again = generate(tiny_lm, tokenizer, id_prompts, settings)
+    one_by_one = generate(tiny_lm, tokenizer, id_prompts, settings, batch_size=1)
+    few = generate(tiny_lm, tokenizer, id_prompts, settings, batch_size=4)
+    other_seed = generate(tiny_lm, tokenizer, id_prompts, settings, seed=8)
+    responses = [g.response_ids for g in big]
+    assert [g.response_ids for g in again] == responses
+    assert [g.response_ids for g in one_by_one] == responses
+    assert [g.response_ids for g in few] == responses
+    assert [g.response_ids for g in other_seed] != responses
+    assert len({tuple(r) for r in responses[:3]}) > 1  # the n samples of a prompt differ
+
+
+def test_compaction_and_refill_do_not_change_greedy_results(tiny_lm, tokenizer, id_prompts):
+    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=14, temperature=0, stop_token_ids=[])
+    # Rows stop at different steps, so small batches compact and refill many times.
+    stops = sorted({g.response_ids[k] for g, k in zip(free, (2, 5, 9, 1, 12), strict=True)})
+    kw = dict(max_new_tokens=14, temperature=0, stop_token_ids=stops, n=2)
+    whole = generate(tiny_lm, tokenizer, id_prompts, batch_size=64, **kw)
+    for size in (1, 3):
+        small = generate(tiny_lm, tokenizer, id_prompts, batch_size=size, **kw)
+        assert small.stats["rebuilds"] > whole.stats["rebuilds"]
+        assert [g.response_ids for g in small] == [g.response_ids for g in whole]
+        assert [g.finished for g in small] == [g.finished for g in whole]
+    assert len({len(g.response_ids) for g in whole}) > 1
+
+
+def test_n_samples_share_the_prompt_prefill(tiny_lm, tokenizer, id_prompts):
+    single = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=8, temperature=0)
+    grouped = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=8, temperature=0, n=4)
+    for i, group in enumerate(grouped.by_prompt()):
+        assert all(g.response_ids == single[i].response_ids for g in group)
+    assert grouped.stats["prefill_tokens"] == single.stats["prefill_tokens"] == sum(map(len, id_prompts))
+
+
+def test_top_k_1_is_greedy(tiny_lm, tokenizer, id_prompts):
+    greedy = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=10, temperature=0)
+    top1 = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=10, temperature=1.3, top_k=1, seed=3)
+    assert [g.response_ids for g in top1] == [g.response_ids for g in greedy]
+
+
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 0.9), (1.5, 20, 1.0), (0.0, 0, 1.0), (0.8, 50, 0.8)]
+)
+def test_returned_logprobs_match_a_full_forward(tiny_lm, tokenizer, id_prompts, temperature, top_k, top_p):
+    batch = generate(
+        tiny_lm,
+        tokenizer,
+        id_prompts,
+        n=2,
+        max_new_tokens=9,
+        seed=5,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        return_logprobs=True,
+    )
+    packed = batch.to_tensors()
+    with torch.no_grad():
+        recomputed = response_token_logps(tiny_lm, packed, temperature=temperature)
+    assert torch.allclose(packed.token_logps, recomputed, atol=2e-5, rtol=0)
+    assert (recomputed[packed.response_mask] < 0).all()
+
+
+def test_prompt_truncation_is_reported(tiny_lm, tokenizer, id_prompts):
+    batch = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=3, temperature=0, max_prompt_tokens=5)
+    assert batch.truncated_prompts == 2  # the prompts of length 9 and 12
+    for g, prompt in zip(batch, id_prompts, strict=True):
+        assert g.prompt_ids == prompt[-5:]
+        assert g.prompt_truncated == max(0, len(prompt) - 5)
+
+
+def test_chat_prompts_strings_and_records(tiny_lm, tokenizer):
+    conv = conversation(("system", "Be brief."), ("user", "Hello"))
+    expected = tokenizer.apply_chat_template(
+        [m.to_dict() for m in conv], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    as_user = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi there"}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    batch = generate(tiny_lm, tokenizer, [conv, "Hi there", [5, 6, 7]], max_new_tokens=4, temperature=0)
+    assert batch[0].prompt_ids == list(expected)
+    assert batch[1].prompt_ids == list(as_user)
+    assert batch[2].prompt_ids == [5, 6, 7]
+    assert batch[0].text == tokenizer.decode(batch[0].response_ids, skip_special_tokens=True)
+
+
+def test_model_state_is_restored(tiny_lm, tokenizer, id_prompts):
+    tiny_lm.train()
+    tiny_lm.model.layers[0].eval()
+    before = tiny_lm.config._attn_implementation
+    generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=3)
+    assert tiny_lm.config._attn_implementation == before
+    assert tiny_lm.training and not tiny_lm.model.layers[0].training and tiny_lm.model.layers[1].training
+
+
+def test_bf16_weights_and_autocast(tokenizer, id_prompts, make_lm):
+    model = make_lm(tokenizer)
+    autocast = generate(model, tokenizer, id_prompts, max_new_tokens=5, temperature=0, dtype="bf16")
+    bf16 = generate(
+        model.to(torch.bfloat16), tokenizer, id_prompts, max_new_tokens=5, seed=0, return_logprobs=True
+    )
+    for batch in (autocast, bf16):
+        assert all(len(g.response_ids) == 5 or g.finished for g in batch)
+        assert all(0 <= t < len(tokenizer) for g in batch for t in g.response_ids)
+    assert all(torch.isfinite(torch.tensor(g.token_logps)).all() for g in bf16)
+
+
+def test_lora_adapter_is_used(tiny_lm, tokenizer, id_prompts):
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(
+        tiny_lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    with torch.no_grad():
+        for name, parameter in peft.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    ours = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0)
+    theirs = _hf_greedy(peft, id_prompts, 10, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert [g.response_ids for g in ours] == theirs
+    with peft.disable_adapter():
+        base = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0)
+    assert [g.response_ids for g in base] != theirs
+
+
+def test_bad_input_raises_user_errors(tiny_lm, tokenizer):
+    with pytest.raises(ConfigError, match="temperature"):
+        generate(tiny_lm, tokenizer, ["hi"], temperature=-1)
+    with pytest.raises(ConfigError, match="top_p"):
+        generate(tiny_lm, tokenizer, ["hi"], top_p=0)
+    with pytest.raises(UserError, match="prompt 1 is empty"):
+        generate(tiny_lm, tokenizer, [[5], []])
+    with pytest.raises(UserError, match="prompt 0"):
+        generate(tiny_lm, tokenizer, [3.5])

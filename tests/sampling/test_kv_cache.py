@@ -1,0 +1,63 @@
+"""The slab KV cache: reshape keeps live columns right-aligned, masks hide the rest; attention = SDPA."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alignkit.sampling.kv_cache import SlabCache, prefill_mask, slab_attention
+
+
+def _filled(rows: int, length: int, capacity: int) -> SlabCache:
+    cache = SlabCache(num_layers=1)
+    cache.reshape(torch.zeros(0, dtype=torch.long), torch.full((rows,), length), rows, length, capacity)
+    values = torch.arange(rows * length, dtype=torch.float32).view(rows, 1, length, 1)
+    with cache.prefill(torch.arange(rows), torch.arange(rows)):
+        cache.write(0, values, values)
+    return cache
+
+
+def test_reshape_keeps_live_rows_right_aligned_and_adds_empty_rows():
+    cache = _filled(rows=3, length=4, capacity=6)
+    before = cache.keys[0].clone()
+    # Keep rows 2 and 0, which hold 3 and 2 live tokens; add one new row of 5 tokens.
+    row_len = torch.tensor([3, 2, 5])
+    cache.reshape(torch.tensor([2, 0]), row_len, new_rows=1, length=5, capacity=8)
+    keys = cache.keys[0]
+    assert keys.shape == (3, 1, 8, 1)
+    assert torch.equal(keys[0, 0, 2:5, 0], before[2, 0, 1:4, 0])  # the last 3 columns, now ending at column 5
+    assert torch.equal(keys[1, 0, 2:5, 0], before[0, 0, 1:4, 0])
+    assert (keys[2] == 0).all() and (keys[:, :, 5:] == 0).all()
+    visible = cache.bias[:, 0, 0] == 0
+    assert visible.tolist() == [
+        [False, False, True, True, True, False, False, False],
+        [False, False, False, True, True, False, False, False],
+        [True, True, True, True, True, False, False, False],
+    ]
+    cache.open_column()
+    assert (cache.bias[:, 0, 0, 5] == 0).all()
+
+
+def test_prefill_mask_is_causal_over_real_tokens_and_never_empty():
+    mask = prefill_mask(torch.tensor([[False, True, True]]))[0, 0]
+    assert mask.tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+
+
+def test_decode_attention_equals_sdpa_with_grouped_heads():
+    torch.manual_seed(0)
+    batch, kv_heads, group, length, dim = 3, 2, 3, 7, 8
+    query = torch.randn(batch, kv_heads * group, 1, dim)
+    key, value = torch.randn(batch, kv_heads, length, dim), torch.randn(batch, kv_heads, length, dim)
+    visible = torch.rand(batch, length) > 0.3
+    visible[:, -1] = True
+    bias = torch.zeros(batch, 1, 1, length).masked_fill(~visible[:, None, None], float("-inf"))
+    out, _ = slab_attention(None, query, key, value, bias, scaling=0.3)
+    expected = F.scaled_dot_product_attention(
+        query,
+        key.repeat_interleave(group, 1),
+        value.repeat_interleave(group, 1),
+        attn_mask=visible[:, None, None],
+        scale=0.3,
+    ).transpose(1, 2)
+    assert out.shape == (batch, 1, kv_heads * group, dim)
+    assert torch.allclose(out, expected, atol=1e-5)
