@@ -1,0 +1,10 @@
+"""`alignkit eval ...`: measure models; one sub-command per kind of model (rm here; policy, refusals later)."""
+
+from __future__ import annotations
+
+import typer
+
+from alignkit.cli import app
+
+eval_app = typer.Typer(help="Evaluate models: reward models (rm), and more to come.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")

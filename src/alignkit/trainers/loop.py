@@ -1,0 +1,351 @@
+"""The thin training-loop toolkit that alignkit's own trainers share (rm now, ppo later).
+
+Each piece is one small function, so a trainer reads top to bottom and keeps its
+algorithm visible:
+
+- `resolve_precision` / `autocast`: which dtype the frozen weights live in and which
+  dtype the matmuls run in;
+- `build_optimizer` / `build_scheduler` / `plan_steps`: AdamW with linear warm-up then
+  cosine decay over a step count fixed by the config;
+- `length_grouped_batches` / `micro_batches`: a reproducible data order (seed + epoch)
+  with batches of similar length, and a cursor that a resumed run can restart from;
+- `check_finite`: the NaN guard (raises `TrainingError`; the last checkpoint was written
+  atomically before, so it is intact);
+- `save_checkpoint` / `load_checkpoint`: trainable weights + optimizer + scheduler + RNG
+  + the trainer's position, enough to continue exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alignkit.errors import TrainingError
+
+__all__ = [
+    "ActivationBudget",
+    "BatchCursor",
+    "Precision",
+    "autocast",
+    "build_optimizer",
+    "build_scheduler",
+    "check_finite",
+    "length_grouped_batches",
+    "load_checkpoint",
+    "micro_batches",
+    "plan_steps",
+    "resolve_precision",
+    "save_checkpoint",
+    "trainable_parameters",
+]
+
+
+# ---------------------------------------------------------------- precision
+@dataclass(frozen=True)
+class Precision:
+    """How a trainer stores weights and runs its matmuls.
+
+    ``frozen_dtype`` is the storage dtype of weights that receive no gradient (the
+    LoRA base). Trainable weights always stay fp32 (AdamW updates of ~1e-4 x w vanish
+    in bf16's 8-bit mantissa). ``autocast_dtype`` (None = off) is the dtype matmuls run
+    in under `autocast`, which also lets fp32 LoRA weights meet a bf16 base.
+    """
+
+    name: str  # "bf16" | "fp16" | "fp32"
+    frozen_dtype: torch.dtype
+    autocast_dtype: torch.dtype | None
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """True where bf16 matmuls are fast: a CUDA card with bf16, or a CPU with AVX512-BF16/AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(spec: str, lora: bool, device: torch.device | str = "cpu") -> Precision:
+    """``auto`` = bf16 where supported, else fp32.
+
+    bf16 with LoRA stores the frozen base in bf16 (half the memory, and no per-step
+    fp32->bf16 weight casts) and keeps the adapter and head in fp32 under bf16 autocast.
+    bf16 without LoRA keeps fp32 master weights under autocast (mixed precision,
+    Micikevicius et al. 2018), since every weight is updated.
+    """
+    name = spec
+    if spec == "auto":
+        name = "bf16" if bf16_supported(device) else "fp32"
+    if name == "fp32":
+        return Precision("fp32", torch.float32, None)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+    if half is None:
+        raise ValueError(f"unknown precision {spec!r}")
+    return Precision(name, half if lora else torch.float32, half)
+
+
+def autocast(precision: Precision, device_type: str = "cpu") -> AbstractContextManager:
+    """Context in which the forward pass runs (a no-op for fp32)."""
+    if precision.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device_type, dtype=precision.autocast_dtype)
+
+
+# ------------------------------------------------------- activation memory
+class ActivationBudget:
+    """Checkpoint just enough decoder layers, per micro-batch, to keep saved activations under a budget.
+
+    Gradient checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory
+    Cost") keeps only a layer's input and recomputes the layer in the backward pass. All
+    or nothing wastes compute on short batches; here each micro-batch checkpoints the
+    fewest layers ``k`` with ``tokens * per_layer * ((L - k) + k * kept) <= budget``, so
+    short batches run at full speed and the longest ones still fit. ``per_layer`` is an
+    estimate of the bytes one token leaves per layer (`activation_bytes_per_token`).
+    ``budget_bytes=None`` checkpoints no layer; ``always=True`` checkpoints every layer.
+    """
+
+    def __init__(self, model: nn.Module, budget_bytes: float | None, per_layer: float, always: bool = False):
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        self.layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.budget, self.per_layer, self.always = budget_bytes, per_layer, always
+        self.kept = 0.05  # a checkpointed layer still keeps its input (H values of ~20 H per token)
+        if self.layers and (always or budget_bytes is not None):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            # Non-reentrant: works with a frozen embedding (no input that requires grad) and with autocast.
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.plan(0)
+
+    def layers_to_checkpoint(self, tokens: int) -> int:
+        n = len(self.layers)
+        if self.always:
+            return n
+        if self.budget is None or tokens == 0:
+            return 0
+        full = tokens * self.per_layer  # bytes of one layer kept whole
+        if full * n <= self.budget:
+            return 0
+        return min(n, math.ceil((full * n - self.budget) / (full * (1 - self.kept))))
+
+    def plan(self, tokens: int) -> int:
+        """Set each layer's checkpointing flag for a micro-batch of ``tokens`` (padded) tokens; return k."""
+        k = self.layers_to_checkpoint(tokens)
+        for i, layer in enumerate(self.layers):
+            layer.gradient_checkpointing = i < k
+        return k
+
+
+def activation_bytes_per_token(config: Any, lora_r: int = 0, dtype_bytes: int = 2) -> float:
+    """Estimated bytes a Llama-style decoder layer keeps for the backward pass, per token.
+
+    Counted with ``torch.autograd.graph.saved_tensors_hooks`` on SmolLM2-135M (bf16 base,
+    LoRA on all linears): the MLP keeps 4 x I values (gate, up, SiLU, product), attention
+    q, k, v and its output (2 x heads + 2 x kv heads) x head_dim, the two norm outputs
+    2 x H, LoRA 7 x r; transformers' RMSNorm also keeps an fp32 copy of its input (2 x H
+    fp32). Times 1.25 for the allocator's transient buffers, measured as peak RSS.
+    """
+    h = config.hidden_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    inter = getattr(config, "intermediate_size", 4 * h)
+    values = 4 * inter + 2 * h + (2 * heads + 2 * kv) * head_dim + 7 * lora_r
+    return 1.25 * (values * dtype_bytes + 2 * h * 4)
+
+
+# ------------------------------------------------------- optimizer, schedule
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Name -> parameter for every parameter that requires grad (stable order)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def build_optimizer(params: dict[str, nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019); decay only matrices, not biases, norms or the scalar head's bias."""
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def plan_steps(micro_batches_per_epoch: int, grad_accum: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps of a run: ``max_steps`` when given (> 0), else ``epochs`` passes over the data."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, math.ceil(micro_batches_per_epoch * epochs / grad_accum))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over ``ceil(warmup_ratio * total_steps)`` steps, then cosine decay to 0.
+
+    The schedule length is the planned total, so a run resumed with the same config
+    follows the same learning-rate curve as one that was never interrupted.
+    """
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        # LambdaLR calls this with the number of steps taken so far; the lr of optimizer
+        # step s (1-based) is factor(s - 1).
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def check_finite(value: torch.Tensor | float, step: int, what: str, checkpoint: Path | None) -> None:
+    """Stop the run (``TrainingError``) on a NaN or infinite loss / gradient norm."""
+    v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    if math.isfinite(v):
+        return
+    where = (
+        f"the last checkpoint ({checkpoint}) is intact: --resume continues from it"
+        if checkpoint
+        else ("no checkpoint was written yet")
+    )
+    raise TrainingError(
+        f"{what} became {v} at step {step}; stopped. {where}. "
+        "Try a lower --lr, --dtype fp32, or check the data for extreme margins."
+    )
+
+
+# ------------------------------------------------------------------ batching
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group: bool = True, mega: int = 50
+) -> list[list[int]]:
+    """One epoch's batches of example indices, reproducible from ``(seed, epoch)``.
+
+    With ``group`` the shuffled examples are cut into mega-batches of ``mega x
+    batch_size``, each sorted by length (longest first) and cut into batches, so a
+    batch holds examples of similar length and little padding; the batch order is
+    then shuffled, with the longest batch first so an out-of-memory shows on the first
+    step (the idea of TRL / transformers' ``group_by_length`` LengthGroupedSampler).
+    """
+    n = len(lengths)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen).tolist()
+    if not group:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches: list[list[int]] = []
+    size = mega * batch_size
+    for start in range(0, n, size):
+        chunk = sorted(order[start : start + size], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    perm = torch.randperm(len(batches), generator=gen).tolist()
+    batches = [batches[i] for i in perm]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return batches
+
+
+@dataclass
+class BatchCursor:
+    """Where the data stream stands: ``epoch`` and the next micro-batch's index in it."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+def micro_batches(
+    make_epoch: Callable[[int], list[list[int]]], cursor: BatchCursor, shard: tuple[int, int] = (0, 1)
+) -> Iterator[list[int]]:
+    """Endless stream of micro-batches, epoch after epoch, starting at ``cursor`` (advanced in place).
+
+    ``shard = (rank, world)``: under data parallelism each process takes every
+    world-th batch of the same order, so all processes agree on the data without
+    talking; the cursor counts batches of the whole order.
+    """
+    rank, world = shard
+    while True:
+        batches = make_epoch(cursor.epoch)
+        usable = len(batches) - len(batches) % world  # equal work on every process
+        if usable == 0:
+            raise ValueError("fewer batches than processes: lower --batch-size or add data")
+        while cursor.batch < usable:
+            index = cursor.batch + rank
+            cursor.batch += world
+            yield batches[index]
+        cursor.epoch += 1
+        cursor.batch = 0
+
+
+# --------------------------------------------------------------- checkpoints
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(state["python"]) if not isinstance(state["python"], tuple) else state["python"])
+
+
+def save_checkpoint(
+    run: Any,
+    step: int,
+    params: dict[str, nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: dict[str, Any],
+    keep: int = 2,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``checkpoints/step-N`` atomically (a temp dir renamed into place).
+
+    Files: ``trainable.safetensors`` (the trainable weights, fp32), ``optimizer.pt``
+    (AdamW moments, the scheduler and RNG states; read back with
+    ``torch.load(weights_only=True)``), ``trainer_state.json`` (``step`` + the
+    trainer's ``state``: data cursor, counters). ``extra(dir)`` may add more.
+    """
+
+    def write(d: Path) -> None:
+        save_file(
+            {n: p.detach().float().contiguous().cpu() for n, p in params.items()},
+            str(d / "trainable.safetensors"),
+        )
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+            d / "optimizer.pt",
+        )
+        (d / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
+        if extra is not None:
+            extra(d)
+
+    return run.save_checkpoint(step, write, keep=keep)
+
+
+def load_checkpoint(
+    path: Path,
+    params: dict[str, nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Restore what `save_checkpoint` wrote (in place) and return the trainer state (with ``step``)."""
+    path = Path(path)
+    weights = load_file(str(path / "trainable.safetensors"))
+    missing = sorted(set(params) - set(weights))
+    if missing:
+        raise TrainingError(
+            f"{path}: checkpoint lacks trainable weights {missing[:3]}; was it written by this run?"
+        )
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name].to(p.dtype))
+    blob = torch.load(path / "optimizer.pt", weights_only=True)  # our own file; weights_only all the same
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    _set_rng_state(blob["rng"])
+    return json.loads((path / "trainer_state.json").read_text())

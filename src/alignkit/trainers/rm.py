@@ -1,0 +1,362 @@
+"""`alignkit rm`: train a scalar reward model on preference pairs and K-way rankings.
+
+Algorithm (per optimizer step, ``grad_accum`` micro-batches of ``batch_size`` comparisons):
+
+1. every answer of every comparison in the micro-batch is forwarded once, all in one
+   right-padded batch (a pair's chosen and rejected side by side): scores r (N,);
+2. all C(K, 2) (better, worse) pairs are gathered from r, each pair weighted
+   1 / (pairs of its comparison), so a ranking counts as one comparison
+   (InstructGPT, Ouyang et al. 2022, sec. 3.5);
+3. loss = Bradley-Terry -log σ(r_better - r_worse - margin) (weighted mean)
+   + ``center_rewards`` * mean (r_better + r_worse)^2 (Eisenstein et al. 2023, eq. 2);
+4. micro-batch losses are scaled by their share of the step's comparisons, so batch
+   1 x accumulation 4 gives the same update as 4 x 1; clip, AdamW, schedule.
+
+Our own loop rather than TRL's RewardTrainer: TRL scores pairs only (no rankings from
+one forward per answer), has no Record input, and on CPU its fp32 master weights under
+autocast were 2.5x slower than a bf16 frozen base here (see docs/rm.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit import console
+from alignkit.data.records import Record
+from alignkit.errors import ConfigError, DataError
+from alignkit.losses.reward import centering_loss, ranking_loss
+from alignkit.runs import Run
+from alignkit.trainers import loop
+from alignkit.trainers.reward_model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
+from alignkit.trainers.rm_config import RMConfig
+from alignkit.trainers.rm_data import TRAINABLE_KINDS, PreparedData, collate, prepare_comparisons
+
+SHOW_SOURCES = 5  # sources listed in a warning
+
+
+# ------------------------------------------------------------------- data
+def load_comparisons(cfg: RMConfig) -> tuple[list[Record], list[Record], dict[str, Any]]:
+    """Training and eval records (pairs or rankings) and what the loader skipped."""
+    from alignkit.data.load import load_records, split_records
+
+    if not cfg.data:
+        raise ConfigError(
+            "--data is required: a preference file (e.g. prefs.jsonl), a `datasets` folder or a hub name"
+        )
+    loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
+    _check_kind(loaded.kind, cfg.data)
+    train, evals = loaded.records, []
+    skipped = list(loaded.skipped)
+    if cfg.eval_data:
+        ev = load_records(cfg.eval_data, skip_invalid=cfg.skip_invalid)
+        _check_kind(ev.kind, cfg.eval_data)
+        evals = ev.records
+        skipped += ev.skipped
+    elif cfg.eval_split > 0:
+        train, evals = split_records(train, cfg.eval_split, cfg.seed)
+    info = {"format": loaded.format, "kind": loaded.kind, "skipped_invalid": len(skipped)}
+    if skipped:
+        console.warn(
+            f"skipped {len(skipped)} invalid record(s) (--skip-invalid): "
+            + ", ".join(f"{s} ({r})" for s, r in skipped[:SHOW_SOURCES])
+        )
+    return train, evals, info
+
+
+def _check_kind(kind: str, path: str) -> None:
+    if kind not in TRAINABLE_KINDS:
+        raise DataError(
+            f"a reward model trains on preference pairs or rankings, but this data holds {kind} records; "
+            "see `alignkit data inspect` for what it holds",
+            path,
+        )
+
+
+def report_prepared(name: str, data: PreparedData, max_length: int) -> None:
+    """Warn about what tokenising changed: dropped over-long answers, cut prompts, duplicates."""
+    if data.dropped_overlength:
+        console.warn(
+            f"{name}: dropped {len(data.dropped_overlength)} comparison(s) with an answer longer than "
+            f"--max-length {max_length} on its own (answers are never cut): "
+            + ", ".join(data.dropped_overlength[:SHOW_SOURCES])
+        )
+    if data.truncated_prompts:
+        console.info(
+            f"{name}: {data.truncated_prompts} sequence(s) had their prompt cut on the left to fit {max_length} tokens"
+        )
+    if data.duplicates:
+        console.warn(
+            f"{name}: {len(data.duplicates)} duplicated comparison(s) (they weigh double): "
+            + ", ".join(data.duplicates[:SHOW_SOURCES])
+        )
+    if not data.comparisons:
+        raise DataError(
+            f"{name}: no comparison left after dropping over-long answers; raise --max-length"
+        )
+
+
+# ------------------------------------------------------------------ model
+def build_reward_model(cfg: RMConfig, precision: loop.Precision) -> RewardModel:
+    """Base LM (frozen, in ``precision.frozen_dtype``) + LoRA adapter ``reward`` + ScalarHead; or all weights."""
+    from alignkit.models.heads import ScalarHead
+    from alignkit.models.lora import LoraSettings, add_adapter
+    from alignkit.models.registry import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model, padding_side="right", trust_remote_code=cfg.trust_remote_code)
+    model = load_model(
+        cfg.model,
+        dtype=precision.frozen_dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        for_training=not cfg.lora,
+        tokenizer=tokenizer,
+    )
+    adapter = None
+    if cfg.lora:
+        model = add_adapter(model, ADAPTER_NAME, LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+        adapter = ADAPTER_NAME
+        if precision.autocast_dtype is not None:
+            _keep_lora_inputs_in_compute_dtype(model)
+    model.train()
+    torch.manual_seed(cfg.seed)  # the head's initial weights follow the seed
+    head = ScalarHead(model.config.hidden_size, init="reward")
+    return RewardModel(
+        model, head, tokenizer, precision, cfg.max_length, adapter, {"trained_by": "alignkit rm"}
+    )
+
+
+def _keep_lora_inputs_in_compute_dtype(model: torch.nn.Module) -> None:
+    """Let LoRA read its bf16 input as is under autocast.
+
+    PEFT casts each LoRA layer's input to the adapter's dtype (fp32) before ``lora_A``;
+    under bf16 autocast the matmul casts it straight back, and autograd keeps both
+    copies for the backward pass: ~7 extra activations per layer. With the cast off,
+    autocast runs ``B A x`` in bf16 with the fp32 weights cast once per step.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
+# ------------------------------------------------------------------ train
+def run_rm(cfg: RMConfig) -> dict[str, Any]:
+    """Train, evaluate and save a reward model; return the summary that ``--json`` prints."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    main = accelerator.is_main_process
+    if not main:
+        console.set_quiet(True)
+    seed_everything(cfg.seed)
+    train_records, eval_records, data_info = load_comparisons(cfg)
+    run = Run.create("rm", cfg.output, cfg, resume=cfg.resume) if main else Run(Path(cfg.output or "."))
+    accelerator.wait_for_everyone()
+    precision = loop.resolve_precision(cfg.dtype, cfg.lora, accelerator.device)
+    rm = build_reward_model(cfg, precision)
+    rm.to(accelerator.device)
+
+    train = prepare_comparisons(train_records, rm.tokenizer, cfg.max_length)
+    report_prepared("train data", train, cfg.max_length)
+    evals = prepare_comparisons(eval_records, rm.tokenizer, cfg.max_length) if eval_records else None
+    if evals is not None:
+        report_prepared("eval data", evals, cfg.max_length)
+
+    summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
+    summary["data"] = {**data_info, "train": train.summary(), "eval": evals.summary() if evals else None}
+    rm.eval()
+    if main:
+        out = rm.save(run.path / REWARD_DIR, base=_base_name(cfg.model))
+        summary["reward_model"] = str(out)
+        if cfg.merge:
+            summary["merged"] = str(export_reward_model(out, run.path / "merged", overwrite=True))
+    if evals is not None:
+        from alignkit.evaluate_rm import evaluate_comparisons, show_eval
+
+        result = evaluate_comparisons(rm, evals.comparisons, cfg.eval_batch_size)
+        summary["eval_accuracy"] = result["accuracy"]
+        summary["eval"] = result  # last: report.json ends with the eval numbers
+        if main:
+            run.log(summary["steps"], {f"eval/{k}": result[k] for k in EVAL_LOGGED})
+        show_eval(result)
+    if main:
+        run.write_report(summary)
+        console.info(f"reward model saved in {summary['reward_model']}")
+    return summary
+
+
+EVAL_LOGGED = ("accuracy", "margin", "length_correlation")
+
+
+def train_reward_model(
+    cfg: RMConfig,
+    rm: RewardModel,
+    train: PreparedData,
+    evals: PreparedData | None,
+    run: Run,
+    accelerator: Any,
+) -> dict[str, Any]:
+    """The training loop (module docstring); trains ``rm`` in place, writes metrics and checkpoints.
+
+    Returns ``steps``, ``train_seconds`` (this run and the ones it resumed) and ``tokens_per_s``.
+    """
+    from alignkit.evaluate_rm import evaluate_comparisons
+
+    main = accelerator.is_main_process
+    lengths = [c.length for c in train.comparisons]
+
+    def make_epoch(epoch: int) -> list[list[int]]:
+        return loop.length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+
+    world = (accelerator.process_index, accelerator.num_processes)
+    per_epoch = len(make_epoch(0)) // world[1]
+    total_steps = loop.plan_steps(per_epoch, cfg.grad_accum, cfg.epochs, cfg.max_steps)
+    params = loop.trainable_parameters(rm)
+    optimizer = loop.build_optimizer(params, cfg.lr, cfg.weight_decay)
+    scheduler = loop.build_scheduler(optimizer, total_steps, cfg.warmup_ratio)
+
+    cursor, step, counters = loop.BatchCursor(), 0, {"train_seconds": 0.0, "tokens": 0}
+    last_checkpoint = None
+    if cfg.resume:
+        last_checkpoint = run.latest_checkpoint()
+        if last_checkpoint is None:
+            console.warn(f"{run.path}: no checkpoint yet; starting from step 0")
+        else:
+            state = loop.load_checkpoint(last_checkpoint, params, optimizer, scheduler)
+            step = int(state["step"])
+            cursor = loop.BatchCursor(**state["cursor"])
+            counters.update(state.get("counters", {}))
+            if main:
+                run.truncate_metrics(step)
+            console.info(f"resumed from {last_checkpoint} (step {step} of {total_steps})")
+    budget = loop.ActivationBudget(
+        rm.model,
+        cfg.activation_memory_gb * 1e9 if cfg.activation_memory_gb > 0 else None,
+        loop.activation_bytes_per_token(
+            rm.model.config,
+            cfg.lora_r if cfg.lora else 0,
+            2 if rm.precision.autocast_dtype is not None else 4,
+        ),
+        always=cfg.gradient_checkpointing,
+    )
+    model, optimizer = accelerator.prepare(rm, optimizer)
+    precision = rm.precision
+    console.info(
+        f"rm: {len(train.comparisons)} comparisons, {total_steps} steps of {cfg.batch_size} x {cfg.grad_accum}"
+        f" x {world[1]} process(es), {precision.name}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'all weights'}"
+    )
+    stream = loop.micro_batches(make_epoch, cursor, world)
+    window: list[dict[str, float]] = []
+    rm.train()
+
+    def checkpoint(at: int) -> None:
+        nonlocal last_checkpoint
+        if main:
+            state = {"cursor": asdict(cursor), "counters": counters, "total_steps": total_steps}
+            last_checkpoint = loop.save_checkpoint(
+                run, at, params, optimizer, scheduler, state, keep=cfg.keep_checkpoints
+            )
+        accelerator.wait_for_everyone()
+
+    with console.progress("rm", total=total_steps, unit="step") as bar:
+        bar.advance(step)
+        while step < total_steps:
+            started = time.perf_counter()
+            batches = [
+                collate([train.comparisons[i] for i in next(stream)], rm.pad_id)
+                for _ in range(cfg.grad_accum)
+            ]
+            units = sum(b.comparisons for b in batches)
+            stats: dict[str, float] = {}
+            for k, batch in enumerate(batches):
+                last = k == len(batches) - 1
+                # Gradients are summed locally and all-reduced once, on the last micro-batch.
+                checkpointed = budget.plan(batch.input_ids.numel())
+                with nullcontext() if last else accelerator.no_sync(model):
+                    scores = model(batch.input_ids, batch.attention_mask)  # (N,) one score per answer
+                    bt, bt_stats = ranking_loss(
+                        scores, batch.better_idx, batch.worse_idx, batch.pair_weights, batch.margin
+                    )
+                    center, _ = centering_loss(scores[batch.better_idx], scores[batch.worse_idx])
+                    loss = bt + cfg.center_rewards * center
+                    loop.check_finite(loss, step + 1, "the loss", last_checkpoint)
+                    share = batch.comparisons / units  # this micro-batch's share of the step's mean
+                    accelerator.backward(loss * share)
+                for name, value in {
+                    "loss/total": loss,
+                    "loss/bt": bt,
+                    "loss/center": center,
+                    **bt_stats,
+                }.items():
+                    stats[name] = stats.get(name, 0.0) + float(value.detach()) * share
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+            grad_norm = accelerator.clip_grad_norm_(list(params.values()), max_norm)
+            loop.check_finite(grad_norm, step + 1, "the gradient norm", last_checkpoint)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.perf_counter() - started
+            real = sum(b.real_tokens for b in batches)
+            counters["train_seconds"] += seconds
+            counters["tokens"] += real
+            stats.update(
+                {
+                    "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "perf/tokens_per_s": real / seconds,
+                    "perf/padding_efficiency": real / sum(b.input_ids.numel() for b in batches),
+                    "perf/step_seconds": seconds,
+                    "perf/checkpointed_layers": checkpointed,
+                    "train/epoch": cursor.epoch + cursor.batch / max(1, per_epoch * world[1]),
+                }
+            )
+            window.append(stats)
+            bar.advance(
+                1, tokens=real, status=f"loss {stats['loss/total']:.3f} acc {stats['reward/accuracy']:.2f}"
+            )
+            if step % cfg.log_every == 0 or step == total_steps:
+                if main:
+                    run.log(step, _mean(window))
+                window = []
+            if evals is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                result = evaluate_comparisons(rm, evals.comparisons, cfg.eval_batch_size)
+                rm.train()
+                if main:
+                    run.log(step, {f"eval/{k}": result[k] for k in EVAL_LOGGED})
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
+                checkpoint(step)
+    return {
+        "command": "rm",
+        "run": str(run.path),
+        "steps": step,
+        "train_seconds": round(counters["train_seconds"], 3),
+        "tokens_per_s": counters["tokens"] / max(counters["train_seconds"], 1e-9),
+        "precision": precision.name,
+        "lora": cfg.lora,
+    }
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys()
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+def _base_name(model: str) -> str:
+    """The base model as later runs should find it: an absolute path for a local dir, else the name."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,144 @@
+"""Options of `alignkit rm` (reward-model training); the common trainer options come from `TrainConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignkit.config import TrainConfig
+from alignkit.errors import ConfigError
+
+
+@dataclass
+class RMConfig(TrainConfig):
+    """`alignkit rm`: train a scalar reward model on preference pairs and K-way rankings."""
+
+    center_rewards: float = 0.01
+    """Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); 0 turns it off."""
+    gradient_checkpointing: bool = False
+    """Recompute every decoder layer in the backward pass: least memory, ~20% more compute on every batch."""
+    activation_memory_gb: float = 4.0
+    """Memory for the activations of one micro-batch; longer batches recompute (checkpoint) just enough layers to fit. 0: no limit."""
+    group_by_length: bool = True
+    """Batch pairs of similar length together (shuffled in groups of ~50 batches) to waste little padding."""
+    eval_batch_size: int = 16
+    """Answers scored per forward pass during evaluation."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep (older ones are deleted)."""
+
+    def validate(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
+            (self.max_length >= 8, f"--max-length must be >= 8 tokens, got {self.max_length}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (
+                self.max_steps == -1 or self.max_steps >= 1,
+                f"--max-steps must be -1 or >= 1, got {self.max_steps}",
+            ),
+            (self.max_steps != -1 or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
+            (self.center_rewards >= 0, f"--center-rewards must be >= 0, got {self.center_rewards}"),
+            (0 <= self.eval_split < 1, f"--eval-split must be in [0, 1), got {self.eval_split}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
+            (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
+            (0 <= self.lora_dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}"),
+            (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
+            (self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}"),
+            (
+                self.activation_memory_gb >= 0,
+                f"--activation-memory-gb must be >= 0, got {self.activation_memory_gb}",
+            ),
+            (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (
+                self.dtype in ("auto", "bf16", "fp16", "fp32"),
+                f"--dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.eval_data is not None and self.eval_split > 0:
+            raise ConfigError("give either --eval-data or --eval-split, not both")
+
+
+@dataclass
+class EvalRMConfig:
+    """`alignkit eval rm`: accuracy, margin, length bias and calibration of a reward model."""
+
+    reward_model: str = ""
+    """Reward model: an `alignkit rm` run dir, its reward_model/ dir, or an AutoModelForSequenceClassification checkpoint."""
+    data: str = ""
+    """Held-out preference pairs or rankings (any format `alignkit data inspect` reads)."""
+    max_length: int | None = None
+    """Longest prompt+answer in tokens (default: the reward model's training max_length)."""
+    batch_size: int = 16
+    """Answers scored per forward pass."""
+    dtype: str = "auto"
+    """Precision: auto (bf16 where the CPU/GPU supports it, else fp32), bf16, fp32."""
+    skip_invalid: bool = False
+    """Skip invalid records (counted) instead of stopping at the first."""
+    json: bool = False
+    """Print one JSON object on stdout instead of tables."""
+
+    def validate(self) -> None:
+        _check_common(self)
+
+
+@dataclass
+class ScoreConfig:
+    """`alignkit score`: add a reward-model score to every answer of a data file."""
+
+    reward_model: str = ""
+    """Reward model: an `alignkit rm` run dir, its reward_model/ dir, or an AutoModelForSequenceClassification checkpoint."""
+    data: str = ""
+    """Records with answers: preference pairs, rankings, or prompt+completion (sft / labelled) data."""
+    output: str = ""
+    """Output .jsonl: each record (TRL conversational JSON) plus `score` (one answer) or `scores` (several)."""
+    max_length: int | None = None
+    """Longest prompt+answer in tokens (default: the reward model's training max_length); longer answers get null."""
+    batch_size: int = 16
+    """Answers scored per forward pass."""
+    dtype: str = "auto"
+    """Precision: auto (bf16 where the CPU/GPU supports it, else fp32), bf16, fp32."""
+    skip_invalid: bool = False
+    """Skip invalid records (counted) instead of stopping at the first."""
+    json: bool = False
+    """Print a one-object JSON summary on stdout at the end."""
+
+    def validate(self) -> None:
+        _check_common(self)
+        if not self.output:
+            raise ConfigError("--output is required: the .jsonl file to write")
+
+
+@dataclass
+class ExportConfig:
+    """`alignkit export`: write a trained reward model as a plain transformers checkpoint."""
+
+    run: str = ""
+    """An `alignkit rm` run dir (or its reward_model/ dir)."""
+    output: str = ""
+    """Directory to write (AutoModelForSequenceClassification.from_pretrained loads it)."""
+    overwrite: bool = False
+    """Replace `output` if it exists."""
+    json: bool = False
+    """Print a one-object JSON summary on stdout."""
+
+    def validate(self) -> None:
+        if not self.output:
+            raise ConfigError("--output is required: the directory to write the checkpoint into")
+
+
+def _check_common(cfg) -> None:
+    if not cfg.reward_model:
+        raise ConfigError(
+            "--reward-model is required: an `alignkit rm` run dir or a sequence-classifier checkpoint"
+        )
+    if not cfg.data:
+        raise ConfigError("--data is required: the file with the answers to score")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.max_length is not None and cfg.max_length < 8:
+        raise ConfigError(f"--max-length must be >= 8 tokens, got {cfg.max_length}")
+    if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"--dtype must be auto, bf16, fp16 or fp32, got {cfg.dtype!r}")
