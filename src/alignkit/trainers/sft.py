@@ -1,0 +1,80 @@
+"""`alignkit sft`: supervised fine-tuning with TRL's SFTTrainer, loss on the answer tokens only.
+
+The records become TRL's conversational *prompt-completion* format (prompt messages, completion messages),
+and TRL's ``completion_only_loss`` masks every prompt token (label -100), so the loss is
+
+    loss = -(1 / N) * sum over answer tokens t of log pi(y_t | x, y_<t)      (N = answer tokens in the batch)
+
+Why not ``assistant_only_loss``: it needs ``{% generation %}`` markers in the chat template, which SmolLM2's
+ChatML template lacks (TRL would swap in its own training template). Prompt-completion works with any
+template: TRL tokenizes the prompt (with the generation prompt) and prompt + completion, and the completion
+starts where the two diverge. Preference data trains on the chosen answers (`Record.to_sft`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from alignkit import console
+from alignkit.trainers import trl_common as common
+from alignkit.trainers.sft_config import SFTConfig
+
+COMMAND = "sft"
+
+
+def run_sft(cfg: SFTConfig) -> dict[str, Any]:
+    """Fine-tune as configured; write the run dir; return (and print) the report."""
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    common.quiet_libraries()
+    console.rule(f"alignkit sft ({cfg.loss})")
+    setup = common.prepare(cfg, "sft", needs_reference=False)
+    procs = setup.procs
+    run = common.open_run(COMMAND, cfg, procs)
+    evaluate = bool(setup.eval)
+    args = common.training_args(
+        TRLSFTConfig,
+        cfg,
+        run,
+        setup.precision,
+        loss_type=cfg.loss,
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        packing=False,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        eval_strategy="steps" if evaluate and cfg.eval_every > 0 else "no",
+        eval_steps=cfg.eval_every if cfg.eval_every > 0 else None,
+    )
+    callback = common.RunCallback(run, procs, cfg.keep_checkpoints)
+    trainer = SFTTrainer(
+        model=setup.policy.model,
+        args=args,
+        train_dataset=common.to_dataset(setup.train, "sft"),
+        eval_dataset=common.to_dataset(setup.eval, "sft") if evaluate else None,
+        processing_class=setup.policy.tokenizer,
+        peft_config=setup.policy.peft_config,
+        callbacks=[callback],
+    )
+    common.drop_printer(trainer)
+    result = common.train(trainer, callback, run, cfg, "sft")
+    final = trainer.evaluate() if evaluate else {}
+    process_steps = common.gather_steps(callback, procs)
+    if not procs.main:
+        return {}
+    outputs = common.save_outputs(trainer, setup.policy, run, cfg, COMMAND)
+    eval_loss = final.get("eval_loss")
+    report = {
+        **common.base_report(COMMAND, run, setup, result, callback, process_steps),
+        "eval_loss": eval_loss,
+        "eval_examples": len(setup.eval),
+        "eval_perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
+        "eval_token_accuracy": final.get("eval_mean_token_accuracy"),
+        "train_examples": len(setup.train),
+        "loss": cfg.loss,
+        "eval_history": callback.eval_rows[:-1] if evaluate else [],
+        **common.run_facts(setup, result, process_steps),
+        **outputs,
+    }
+    return common.finish(run, cfg, report, "sft report")
