@@ -133,8 +133,31 @@ def test_retokenise_for_a_different_tokenizer(tokenizer, byte_tok):
     assert rs.retokenised == {"bytes": 2}
     byte_ids, byte_mask = encode_conversations(byte_tok, prompts, responses)
     assert per["bytes"].tolist() == byte_mask.sum(-1).float().tolist()
-    # every row ends at the end-of-turn token in both encodings (what PPO scores at)
-    for row_ids, row_mask, tok in ((ids, mask, tokenizer), (byte_ids, byte_mask, byte_tok)):
-        last = row_mask.sum(-1) - 1
-        assert all(row_ids[i, last[i]].item() == tok.eos_token_id for i in range(len(prompts)))
     assert per["bytes"].tolist() != per["same"].tolist()
+
+
+def test_encoding_ends_like_the_reward_model_was_trained(tokenizer, byte_tok):
+    """Finished: the whole chat rendering (ChatML: <|im_end|> then the template's newline, what `alignkit rm`
+    trains on). Unfinished (cut at the length limit): the rendering stops before the template's <|im_end|>."""
+    from alignkit.rewards import template_suffix_ids
+
+    for tok in (tokenizer, byte_tok):
+        suffix = template_suffix_ids(tok)
+        assert tok.decode(suffix) == "\n"
+        ids, mask = encode_conversations(tok, ["Hi"], ["Hello"], finished=[True])
+        row = ids[0, : int(mask.sum())].tolist()
+        assert row[-1 - len(suffix)] == tok.eos_token_id and row[len(row) - len(suffix) :] == suffix
+        assert (
+            row
+            == tok(
+                tok.apply_chat_template(
+                    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                    tokenize=False,
+                ),
+                add_special_tokens=False,
+            )["input_ids"]
+        )
+        cut, cut_mask = encode_conversations(tok, ["Hi"], ["Hello"], finished=[False])
+        cut_row = cut[0, : int(cut_mask.sum())].tolist()
+        assert cut_row == row[: len(row) - len(suffix) - 1]
+        assert tok.decode(cut_row).endswith("Hello")

@@ -1,0 +1,478 @@
+"""Several reward models as one score: weighted sum, minimum, or a safety gate.
+
+Used by PPO (the score of each rollout), `sample --best-of-n` (the rerank key)
+and evaluation. The per-model scores always come back separately too, so the
+reward-hacking watch can log each one (``reward/<name>``).
+
+Combination rules for scores s_i with weights w_i:
+
+- ``sum``  (default): ``Σ_i w_i s_i``.
+- ``min``:  ``min_i w_i s_i`` -- the worst-served objective decides (a response must
+  satisfy every reward model; with scores on a common scale, e.g. whitened).
+- ``gate``: a safety gate in the spirit of Llama 2 (Touvron et al. 2023,
+  arXiv:2307.09288, sec. 3.2.2, eq. 4, where the safety score replaces the
+  helpfulness score when it is below 0.15): with gate model g and threshold τ,
+  ``R = penalty if s_g < τ else Σ_{i≠g} w_i s_i``; without a fixed penalty the gate
+  model's own score is used below the threshold (Llama 2's rule).
+
+Each member scores token ids directly when its tokenizer is the policy's
+(shared base: no decode/re-encode); a reward model on another tokenizer gets
+the *text* of the prompt and response, re-tokenised with its own chat template
+(:func:`encode_conversations`).
+
+Notation: B responses; T tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import Tensor
+
+from alignkit.data.records import Conversation, Message
+from alignkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+COMBINES = ("sum", "min", "gate")
+PromptLike = "Conversation | str"
+
+
+# ------------------------------------------------------------------------------------------ scorers
+
+
+class Scorer(Protocol):
+    """A reward model: token ids in its own tokenizer's vocabulary → one score per row."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def score_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """input_ids, attention_mask: (B, T), any padding side → (B,) float32, scored at the last real token."""
+        ...
+
+
+@dataclass
+class FunctionScorer:
+    """A reward computed from text by a Python function ``fn(prompts, responses) -> (B,)``.
+
+    For rule-based rewards (length, format checks) and tests. It has no tokenizer, so it
+    always receives text.
+    """
+
+    fn: Callable[[list[Conversation], list[str]], Tensor | Sequence[float]]
+    tokenizer: Any = None
+
+    def score_text(self, prompts: list[Conversation], responses: list[str]) -> Tensor:
+        return torch.as_tensor(self.fn(prompts, responses), dtype=torch.float32).reshape(-1)
+
+
+def as_conversation(prompt: Conversation | str | Sequence[dict]) -> Conversation:
+    """A prompt given as text, a Conversation, or TRL-style ``[{"role", "content"}]`` dicts → Conversation."""
+    if isinstance(prompt, str):
+        return (Message("user", prompt),)
+    return tuple(m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in prompt)
+
+
+def render_conversation(tokenizer: PreTrainedTokenizerBase, prompt: Conversation | str, response: str) -> str:
+    """Text of prompt + assistant response as a reward model trained by `alignkit rm` saw it.
+
+    The same rendering as the rm trainer's (``trainers/rm_data.py`` ``render``): the chat
+    template over the prompt messages plus the assistant turn (ChatML ends it with
+    ``<|im_end|>`` and a newline); without a template, the prompt's text, a blank line,
+    the response and the EOS token.
+    """
+    conv = as_conversation(prompt)
+    if getattr(tokenizer, "chat_template", None):
+        messages = [m.to_dict() for m in conv] + [{"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n\n".join(m.content for m in conv) + "\n\n" + response + (tokenizer.eos_token or "")
+
+
+def template_suffix_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids the chat template puts after the assistant's end-of-turn token (ChatML: the newline).
+
+    A reward model trained on rendered conversations scores the *last* token of the
+    rendering, which for ChatML is that newline, not ``<|im_end|>``: a sampled response
+    that ended with EOS gets these ids appended before scoring so that the model sees
+    what it was trained on. Empty without a template or when nothing follows EOS.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None or not getattr(tokenizer, "chat_template", None):
+        return []
+    text = render_conversation(tokenizer, "x", "y")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if eos not in ids:
+        return []
+    return list(ids[len(ids) - ids[::-1].index(eos) :])
+
+
+def encode_conversations(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Conversation | str],
+    responses: Sequence[str],
+    finished: Sequence[bool] | None = None,
+    max_length: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Token ids of prompt + assistant response in ``tokenizer``'s own format, right-padded.
+
+    A finished response (it emitted EOS; the default) is the whole rendering of
+    :func:`render_conversation`. An unfinished one (cut at the length limit) is cut just
+    before the end-of-turn token the template adds, so the reward model scores the last
+    token the policy actually wrote -- as the shared-tokenizer path does. Rows longer
+    than ``max_length`` lose tokens from the left (the response end is what is scored).
+
+    Returns:
+        input_ids, attention_mask: (B, T) long; attention_mask 1 on real tokens.
+    """
+    rows: list[list[int]] = []
+    eos = tokenizer.eos_token_id
+    done = list(finished) if finished is not None else [True] * len(responses)
+    for prompt, response, ended in zip(prompts, responses, done, strict=True):
+        ids = tokenizer(render_conversation(tokenizer, prompt, response), add_special_tokens=False)[
+            "input_ids"
+        ]
+        if not ended and eos is not None and eos in ids:
+            ids = ids[: len(ids) - 1 - ids[::-1].index(eos)]  # drop the last end-of-turn and what follows
+        if max_length is not None and len(ids) > max_length:
+            ids = ids[-max_length:]
+        rows.append(list(ids))
+    return pad_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token-id lists → right-padded (B, T) ids and a (B, T) long mask, 1 on real tokens."""
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), max(width, 1)), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, ids in enumerate(rows):
+        if len(ids):
+            input_ids[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+            attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase | None) -> str | None:
+    """A hash of what decides token ids and formatting: vocabulary, special ids, chat template.
+
+    Two tokenizers with the same fingerprint turn the same conversation into the same
+    ids, so a reward model with the policy's fingerprint can score the policy's ids as
+    they are. Cached on the tokenizer object.
+    """
+    if tokenizer is None:
+        return None
+    cached = getattr(tokenizer, "_alignkit_fingerprint", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    special = [tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id]
+    digest.update(
+        json.dumps([type(tokenizer).__name__, special, getattr(tokenizer, "chat_template", None)]).encode()
+    )
+    value = digest.hexdigest()
+    with contextlib.suppress(AttributeError):  # a tokenizer that refuses new attributes: recompute next time
+        tokenizer._alignkit_fingerprint = value
+    return value
+
+
+# ------------------------------------------------------------------------------------------ the set
+
+
+@dataclass
+class RewardMember:
+    """One reward model in a `RewardSet`."""
+
+    name: str  # metric name: reward/<name>
+    scorer: Any  # a Scorer (score_ids) or a FunctionScorer (score_text)
+    weight: float = 1.0
+    max_length: int | None = None  # re-tokenised rows are cut to this many tokens (from the left)
+
+
+@dataclass
+class TokenBatch:
+    """Prompt+response ids already tokenised by the policy, for members that share its tokenizer.
+
+    input_ids, attention_mask: (B, T); attention_mask True on real tokens, response
+    ending at each row's last real token (EOS included when the response ended).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    tokenizer: Any
+
+
+@dataclass
+class RewardSet:
+    """Reward models combined into one score; see the module docstring for the rules."""
+
+    members: list[RewardMember]
+    combine: str = "sum"
+    gate: tuple[str, float] | None = None  # (member name, threshold) for combine="gate"
+    gate_penalty: float | None = None  # fixed score below the threshold; None: the gate model's own score
+    forward_batch_size: int = 16
+    retokenised: dict[str, int] = field(
+        default_factory=dict
+    )  # member name -> rows scored from re-tokenised text
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ConfigError("at least one reward model is needed (--reward-model DIR)")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"reward model names must differ, got {names}; name them with NAME=DIR")
+        if self.combine not in COMBINES:
+            raise ConfigError(f"reward combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
+        if self.combine == "gate":
+            if self.gate is None:
+                raise ConfigError("combine 'gate' needs a gate NAME:THRESHOLD")
+            if self.gate[0] not in names:
+                raise ConfigError(f"the reward gate names {self.gate[0]!r}, which is not one of {names}")
+            if len(names) < 2 and self.gate_penalty is None:
+                raise ConfigError("a gate without other reward models needs a fixed --reward-gate-penalty")
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    def combine_scores(self, per_model: dict[str, Tensor]) -> Tensor:
+        """Per-model scores {name: (B,)} → combined (B,), by the set's rule."""
+        weighted = {m.name: m.weight * per_model[m.name].float() for m in self.members}
+        if self.combine == "sum":
+            return torch.stack(list(weighted.values())).sum(0)
+        if self.combine == "min":
+            return torch.stack(list(weighted.values())).min(0).values
+        assert self.gate is not None
+        gate_name, threshold = self.gate
+        gate_scores = per_model[gate_name].float()
+        others = [v for k, v in weighted.items() if k != gate_name]
+        passed = torch.stack(others).sum(0) if others else torch.zeros_like(gate_scores)
+        below = gate_scores if self.gate_penalty is None else torch.full_like(gate_scores, self.gate_penalty)
+        return torch.where(gate_scores < threshold, below, passed)
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: Sequence[Conversation | str],
+        responses: Sequence[str],
+        batch: TokenBatch | None = None,
+        finished: Sequence[bool] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Score responses with every member and combine.
+
+        Args:
+            prompts: B prompts (Conversations, or text taken as one user turn).
+            responses: B response texts (without the end-of-turn token).
+            batch: the same rows as token ids in the caller's tokenizer, rendered as
+                :func:`encode_conversations` would (finished rows end with EOS + the
+                :func:`template_suffix_ids`); members with an identical tokenizer (same
+                :func:`tokenizer_fingerprint`) score these ids, the others re-tokenise the text.
+            finished: B flags, False for responses cut at the length limit (default: all True).
+
+        Returns:
+            combined: (B,) float32; per_model: {name: (B,) float32}, raw (unweighted) scores.
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        per_model: dict[str, Tensor] = {}
+        batch_fp = tokenizer_fingerprint(batch.tokenizer) if batch is not None else None
+        for member in self.members:
+            per_model[member.name] = self._score_member(member, prompts, responses, batch, batch_fp, finished)
+        return self.combine_scores(per_model), per_model
+
+    def _score_member(self, member, prompts, responses, batch, batch_fp, finished) -> Tensor:
+        scorer = member.scorer
+        if hasattr(scorer, "score_text"):
+            return scorer.score_text(list(map(as_conversation, prompts)), list(responses))
+        same = batch is not None and tokenizer_fingerprint(scorer.tokenizer) == batch_fp
+        if same:
+            ids, mask = batch.input_ids, batch.attention_mask
+        else:
+            ids, mask = encode_conversations(
+                scorer.tokenizer, prompts, responses, finished, member.max_length
+            )
+            self.retokenised[member.name] = self.retokenised.get(member.name, 0) + len(responses)
+        out = []
+        for start in range(0, ids.shape[0], self.forward_batch_size):
+            rows = slice(start, start + self.forward_batch_size)
+            out.append(scorer.score_ids(ids[rows], mask[rows]).float().reshape(-1))
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class ModelScorer:
+    """A `trainers.reward_model.RewardModel` (adapter + head, or a sequence classifier) as a `Scorer`."""
+
+    model: Any  # RewardModel: forward(input_ids, attention_mask) -> (B,)
+    shared: bool = (
+        False  # True when its adapter sits on a base model owned by someone else (PPO's policy base)
+    )
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def score_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.model(input_ids, attention_mask).float().cpu()
+
+
+def same_base(a: str, b: str) -> bool:
+    """True when two model names mean the same base checkpoint (the embedded default, or one resolved path)."""
+    from alignkit.models import registry
+
+    if registry.is_default(a) or registry.is_default(b):
+        return registry.is_default(a) and registry.is_default(b)
+    try:
+        return Path(registry.resolve(a)).resolve() == Path(registry.resolve(b)).resolve()
+    except Exception:  # an unresolvable name (hub id offline): compare the text
+        return a.strip() == b.strip()
+
+
+def load_reward_set(
+    specs: Sequence[str],
+    weights: Sequence[float] | None = None,
+    combine: str = "sum",
+    gate: str | None = None,
+    gate_penalty: float | None = None,
+    dtype: str = "auto",
+    shared_model: Any = None,
+    shared_base: str | None = None,
+    forward_batch_size: int = 16,
+) -> RewardSet:
+    """Load reward models (``NAME=DIR`` or ``DIR`` each) into a `RewardSet`.
+
+    An `alignkit rm` LoRA reward model trained on ``shared_base`` is attached as one more
+    frozen adapter (``reward``, ``reward_2``, ...) to ``shared_model`` (a PeftModel already
+    holding other adapters, e.g. PPO's policy) instead of loading its base again; any
+    other reward model (another base, a full fine-tune, a sequence classifier) loads
+    on its own. ``gate`` is ``NAME:THRESHOLD`` for ``combine="gate"``.
+    """
+    from alignkit.models.heads import load_head
+    from alignkit.models.lora import load_adapter
+    from alignkit.models.registry import load_tokenizer, read_model_meta
+    from alignkit.trainers.loop import resolve_precision
+    from alignkit.trainers.reward_model import (
+        DEFAULT_MAX_LENGTH,
+        KIND,
+        RewardModel,
+        load_reward_model,
+        reward_model_dir,
+    )
+
+    if weights and len(weights) != len(specs):
+        raise ConfigError(f"{len(weights)} reward weights for {len(specs)} reward models: give one per model")
+    parsed = [parse_reward_spec(s) for s in specs]
+    names = unique_names([n for n, _ in parsed])
+    members = []
+    shared_count = 0
+    for index, (name, (_, path)) in enumerate(zip(names, parsed, strict=True)):
+        folder = reward_model_dir(path)
+        meta = read_model_meta(folder) if folder.is_dir() else {}
+        share = (
+            shared_model is not None
+            and shared_base is not None
+            and meta.get("kind") == KIND
+            and bool(meta.get("adapter"))
+            and same_base(str(meta.get("base", "")), shared_base)
+        )
+        if share:
+            adapter = "reward" if shared_count == 0 else f"reward_{shared_count + 1}"
+            shared_count += 1
+            precision = resolve_precision(dtype, lora=True)
+            load_adapter(shared_model, folder, adapter, trainable=False)
+            head = load_head(folder, KIND, hidden_size=shared_model.config.hidden_size)
+            head.eval()
+            head.requires_grad_(False)
+            tokenizer = load_tokenizer(str(folder), padding_side="right")
+            length = int(meta.get("max_length") or DEFAULT_MAX_LENGTH)
+            rm = RewardModel(shared_model, head, tokenizer, precision, length, adapter, meta)
+        else:
+            rm = load_reward_model(path, dtype=dtype)
+        weight = float(weights[index]) if weights else 1.0
+        members.append(RewardMember(name, ModelScorer(rm, shared=share), weight, rm.max_length))
+    gate_spec = parse_gate(gate, names) if gate is not None else None
+    return RewardSet(members, combine, gate_spec, gate_penalty, forward_batch_size)
+
+
+# --------------------------------------------------------------------------------------- parsing specs
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str]:
+    """``"NAME=DIR"`` or ``"DIR"`` → (name, dir). The default name is the dir's last component.
+
+    A spec whose whole text is an existing path is a dir even if it contains '='.
+    """
+    text = spec.strip()
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
+        if _NAME.match(name) and path:
+            return name, path
+    name = Path(text.rstrip("/")).name or "reward"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return name, text
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Make names unique by suffixing -2, -3, ... to repeats (two runs both called 'final')."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def parse_gate(spec: str, names: Sequence[str]) -> tuple[str, float]:
+    """``"NAME:THRESHOLD"`` (or ``"INDEX:THRESHOLD"``, 0-based) → (member name, threshold)."""
+    name, sep, value = spec.rpartition(":")
+    if not sep or not name:
+        raise ConfigError(f"--reward-gate must look like NAME:THRESHOLD (e.g. safety:0.15), got {spec!r}")
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ConfigError(f"--reward-gate threshold must be a number, got {value!r} in {spec!r}") from None
+    if not math.isfinite(threshold):
+        raise ConfigError(f"--reward-gate threshold must be finite, got {value!r}")
+    if name not in names and name.isdigit() and int(name) < len(names):
+        name = names[int(name)]
+    if name not in names:
+        raise ConfigError(
+            f"--reward-gate names {name!r}, which is not one of the reward models {list(names)}"
+        )
+    return name, threshold
+
+
+__all__ = [
+    "COMBINES",
+    "ModelScorer",
+    "load_reward_set",
+    "pad_rows",
+    "render_conversation",
+    "same_base",
+    "template_suffix_ids",
+    "FunctionScorer",
+    "RewardMember",
+    "RewardSet",
+    "Scorer",
+    "TokenBatch",
+    "as_conversation",
+    "encode_conversations",
+    "parse_gate",
+    "parse_reward_spec",
+    "tokenizer_fingerprint",
+    "unique_names",
+]
