@@ -23,9 +23,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 	$(BIN)/python -m pytest -q -m slow tests
 
+# The richest pipeline that exists today on the embedded default (see scripts/demo.sh).
 demo: $(STAMP)
-	$(BIN)/alignkit models --prepare
-	$(BIN)/alignkit demo
+	ALIGNKIT=$(BIN)/alignkit bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

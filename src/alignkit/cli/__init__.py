@@ -48,6 +48,11 @@ def _root(
 
 def _register() -> None:
     from alignkit.cli import data, models  # noqa: F401  (commands register themselves on import)
+    from alignkit.cli import label  # noqa: F401  (label, judge)
+    from alignkit.cli import dpo  # noqa: F401  (dpo, kto, sft)
+    from alignkit.cli import ppo  # noqa: F401
+    from alignkit.cli import rm  # noqa: F401  (rm, eval rm, score, export)
+    from alignkit.cli import sample  # noqa: F401
 
 
 _register()
