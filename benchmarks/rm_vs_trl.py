@@ -71,7 +71,11 @@ def fitting_records(path: Path, max_length: int):
     tokenizer = load_tokenizer(MODEL, padding_side="right")
     items = [(r.prompt, a) for r in records for a in (r.chosen, r.rejected)]
     encoded = encode_answers(tokenizer, items, max_length)
-    return [r for i, r in enumerate(records) if all(e is not None and e.prompt_cut == 0 for e in encoded[2 * i : 2 * i + 2])]
+    return [
+        r
+        for i, r in enumerate(records)
+        if all(e is not None and e.prompt_cut == 0 for e in encoded[2 * i : 2 * i + 2])
+    ]
 
 
 def write_jsonl(records, path: Path) -> Path:
@@ -111,9 +115,18 @@ def worker_alignkit(args) -> dict:
     console.set_quiet(True)
     out = Path(args.out)
     overrides = {
-        "model": MODEL, "data": args.data, "output": str(out / "run"), "max_steps": args.warmup + args.steps,
-        "batch_size": args.batch, "max_length": args.max_length, "lora_r": args.rank, "lora_alpha": 2 * args.rank,
-        "lr": 1e-4, "save_every": 0, "seed": 0, "dtype": args.dtype,
+        "model": MODEL,
+        "data": args.data,
+        "output": str(out / "run"),
+        "max_steps": args.warmup + args.steps,
+        "batch_size": args.batch,
+        "max_length": args.max_length,
+        "lora_r": args.rank,
+        "lora_alpha": 2 * args.rank,
+        "lr": 1e-4,
+        "save_every": 0,
+        "seed": 0,
+        "dtype": args.dtype,
     }
     overrides.update(json.loads(args.rm_options or "{}"))
     if args.eval_data:  # quality run: train --steps, evaluate with the same evaluator as TRL's model
@@ -121,16 +134,27 @@ def worker_alignkit(args) -> dict:
     cfg = build_config(RMConfig, None, overrides)
     summary = run_rm(cfg)
     if args.eval_data:
-        return {"tool": "alignkit", "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                "accuracy": summary["eval"]["accuracy"], "pairs": summary["eval"]["pairs"], "peak_rss": peak_rss_bytes()}
+        return {
+            "tool": "alignkit",
+            "steps": summary["steps"],
+            "train_seconds": summary["train_seconds"],
+            "accuracy": summary["eval"]["accuracy"],
+            "pairs": summary["eval"]["pairs"],
+            "peak_rss": peak_rss_bytes(),
+        }
     rows = read_metrics(out / "run" / "metrics.jsonl")[args.warmup :]
     rows = [r for r in rows if "perf/step_seconds" in r]
     seconds = sum(r["perf/step_seconds"] for r in rows)
     tokens = sum(r["perf/tokens_per_s"] * r["perf/step_seconds"] for r in rows)
     lengths = _alignkit_lengths(out / "run", rows)
     return {
-        "tool": "alignkit", "steps": len(rows), "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-        "flops": flops_of(lengths, args.rank), "peak_rss": peak_rss_bytes(),
+        "tool": "alignkit",
+        "steps": len(rows),
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "flops": flops_of(lengths, args.rank),
+        "peak_rss": peak_rss_bytes(),
         "padding_efficiency": sum(r["perf/padding_efficiency"] for r in rows) / len(rows),
         "checkpointed_layers": [r.get("perf/checkpointed_layers") for r in rows],
     }
@@ -197,33 +221,62 @@ def worker_trl(args) -> dict:
 
     bf16_weights = args.dtype == "bf16"
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve(MODEL), num_labels=1, dtype=torch.bfloat16 if bf16_weights else torch.float32, use_safetensors=True
+        resolve(MODEL),
+        num_labels=1,
+        dtype=torch.bfloat16 if bf16_weights else torch.float32,
+        use_safetensors=True,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     config = RewardConfig(
-        output_dir=str(Path(args.out) / "trl"), per_device_train_batch_size=args.batch,
-        max_steps=(args.steps if args.seconds else args.warmup + args.steps), max_length=args.max_length,
-        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[], seed=0,
-        dataloader_num_workers=0, use_cpu=True,
+        output_dir=str(Path(args.out) / "trl"),
+        per_device_train_batch_size=args.batch,
+        max_steps=(args.steps if args.seconds else args.warmup + args.steps),
+        max_length=args.max_length,
+        learning_rate=1e-4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+        use_cpu=True,
         **({"gradient_checkpointing": False} if bf16_weights else {}),
     )
-    peft = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="SEQ_CLS")
+    peft = LoraConfig(
+        r=args.rank,
+        lora_alpha=2 * args.rank,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="SEQ_CLS",
+    )
     dataset = load_dataset("json", data_files=args.data, split="train")
-    trainer = Timed(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                    peft_config=peft, callbacks=[Clock()])
-    settings = {"mixed_precision": trainer.accelerator.mixed_precision,
-                "gradient_checkpointing": config.gradient_checkpointing, "weights": str(model.dtype)}
+    trainer = Timed(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft,
+        callbacks=[Clock()],
+    )
+    settings = {
+        "mixed_precision": trainer.accelerator.mixed_precision,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "weights": str(model.dtype),
+    }
     start = time.perf_counter()
     trainer.train()
     result = {"tool": "trl", "settings": settings, "peak_rss": peak_rss_bytes()}
     if args.eval_data:
         result.update(_trl_quality(trainer, tokenizer, args, time.perf_counter() - start, state["step"]))
         return result
-    result.update({
-        "steps": timed["steps"], "seconds": timed["seconds"], "tokens": timed["tokens"],
-        "tokens_per_s": timed["tokens"] / timed["seconds"], "flops": flops_of(lengths, args.rank),
-    })
+    result.update(
+        {
+            "steps": timed["steps"],
+            "seconds": timed["seconds"],
+            "tokens": timed["tokens"],
+            "tokens_per_s": timed["tokens"] / timed["seconds"],
+            "flops": flops_of(lengths, args.rank),
+        }
+    )
     return result
 
 
@@ -241,16 +294,48 @@ def _trl_quality(trainer, tokenizer, args, seconds: float, steps: int) -> dict:
     rm = load_reward_model(folder, dtype="bf16", max_length=args.max_length)
     evals = prepare_comparisons(load_records(args.eval_data).records, rm.tokenizer, args.max_length)
     result = evaluate_comparisons(rm, evals.comparisons, 16)
-    return {"steps": steps, "train_seconds": seconds, "accuracy": result["accuracy"], "pairs": result["pairs"]}
+    return {
+        "steps": steps,
+        "train_seconds": seconds,
+        "accuracy": result["accuracy"],
+        "pairs": result["pairs"],
+    }
 
 
 # ------------------------------------------------------------------ main
-def child(tool: str, data: Path, out: Path, args, dtype: str, seconds: float = 0.0,
-          eval_data: Path | None = None, steps: int | None = None) -> dict:
-    argv = [__file__, "--worker", tool, "--data-file", str(data), "--out", str(out / f"{tool}-{dtype}"),
-            "--steps", str(steps or args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-            "--max-length", str(args.max_length), "--rank", str(args.rank), "--dtype", dtype,
-            "--seconds", str(seconds)]
+def child(
+    tool: str,
+    data: Path,
+    out: Path,
+    args,
+    dtype: str,
+    seconds: float = 0.0,
+    eval_data: Path | None = None,
+    steps: int | None = None,
+) -> dict:
+    argv = [
+        __file__,
+        "--worker",
+        tool,
+        "--data-file",
+        str(data),
+        "--out",
+        str(out / f"{tool}-{dtype}"),
+        "--steps",
+        str(steps or args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch",
+        str(args.batch),
+        "--max-length",
+        str(args.max_length),
+        "--rank",
+        str(args.rank),
+        "--dtype",
+        dtype,
+        "--seconds",
+        str(seconds),
+    ]
     if eval_data is not None:
         argv += ["--eval-data", str(eval_data)]
     started = time.perf_counter()
@@ -266,8 +351,11 @@ def throughput(args) -> None:
         out = Path(tmp)
         records = fitting_records(path, args.max_length)
         data = write_jsonl(records, out / "pairs.jsonl")
-        print(f"{len(records)} pairs of {path.name} fit {args.max_length} tokens; {args.warmup} warm-up + "
-              f"{args.steps} timed steps of {args.batch} pairs, LoRA r={args.rank}", flush=True)
+        print(
+            f"{len(records)} pairs of {path.name} fit {args.max_length} tokens; {args.warmup} warm-up + "
+            f"{args.steps} timed steps of {args.batch} pairs, LoRA r={args.rank}",
+            flush=True,
+        )
         peak = matmul_peak_flops()
         print(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
         ours = child("alignkit", data, out, args, "auto")
@@ -281,14 +369,25 @@ def throughput(args) -> None:
         "mfu": mfu,
         "mfu_trl_default": trl_default["flops"] / trl_default["seconds"] / peak,
         "mfu_trl_same": trl_same["flops"] / trl_same["seconds"] / peak,
-        "tokens_per_s": {"alignkit": ours["tokens_per_s"], "trl_default": trl_default["tokens_per_s"],
-                         "trl_bf16": trl_same["tokens_per_s"]},
-        "peak_rss_gb": {"alignkit": ours["peak_rss"] / 1e9, "trl_default": trl_default["peak_rss"] / 1e9,
-                        "trl_bf16": trl_same["peak_rss"] / 1e9},
+        "tokens_per_s": {
+            "alignkit": ours["tokens_per_s"],
+            "trl_default": trl_default["tokens_per_s"],
+            "trl_bf16": trl_same["tokens_per_s"],
+        },
+        "peak_rss_gb": {
+            "alignkit": ours["peak_rss"] / 1e9,
+            "trl_default": trl_default["peak_rss"] / 1e9,
+            "trl_bf16": trl_same["peak_rss"] / 1e9,
+        },
         "padding_efficiency_alignkit": ours["padding_efficiency"],
         "matmul_peak_gflops": peak / 1e9,
-        "steps": args.steps, "warmup": args.warmup, "batch_pairs": args.batch, "max_length": args.max_length,
-        "lora_r": args.rank, "trl_settings_default": trl_default["settings"], "machine": machine(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_pairs": args.batch,
+        "max_length": args.max_length,
+        "lora_r": args.rank,
+        "trl_settings_default": trl_default["settings"],
+        "machine": machine(),
     }
     print_json_line(result)
 
@@ -302,21 +401,39 @@ def quality(args) -> None:
     train, evals = split_records(records, 0.2, seed=0)
     with tempfile.TemporaryDirectory(prefix="rm-quality-") as tmp:
         out = Path(tmp)
-        train_path, eval_path = write_jsonl(train, out / "train.jsonl"), write_jsonl(evals, out / "eval.jsonl")
-        print(f"{path.name}: {len(train)} train / {len(evals)} eval pairs; alignkit {args.quality_steps} steps of "
-              f"{args.batch} pairs, TRL the same wall-clock", flush=True)
+        train_path, eval_path = (
+            write_jsonl(train, out / "train.jsonl"),
+            write_jsonl(evals, out / "eval.jsonl"),
+        )
+        print(
+            f"{path.name}: {len(train)} train / {len(evals)} eval pairs; alignkit {args.quality_steps} steps of "
+            f"{args.batch} pairs, TRL the same wall-clock",
+            flush=True,
+        )
         ours = child("alignkit", train_path, out, args, "auto", eval_data=eval_path, steps=args.quality_steps)
         budget = ours["train_seconds"]
         # TRL's schedule is sized to the steps that fit (from its measured step time); the deadline stops it there.
         trl_steps = max(1, int(budget / args.trl_step_seconds)) if args.trl_step_seconds else 100_000
-        theirs = child("trl", train_path, out, args, "default", seconds=budget, eval_data=eval_path, steps=trl_steps)
-    print_json_line({
-        "data": args.data, "budget_minutes": budget / 60,
-        "accuracy_alignkit": ours["accuracy"], "accuracy_trl": theirs["accuracy"],
-        "steps_alignkit": ours["steps"], "steps_trl": theirs["steps"], "eval_pairs": ours["pairs"],
-        "train_seconds_alignkit": ours["train_seconds"], "train_seconds_trl": theirs["train_seconds"],
-        "batch_pairs": args.batch, "max_length": args.max_length, "lora_r": args.rank, "machine": machine(),
-    })
+        theirs = child(
+            "trl", train_path, out, args, "default", seconds=budget, eval_data=eval_path, steps=trl_steps
+        )
+    print_json_line(
+        {
+            "data": args.data,
+            "budget_minutes": budget / 60,
+            "accuracy_alignkit": ours["accuracy"],
+            "accuracy_trl": theirs["accuracy"],
+            "steps_alignkit": ours["steps"],
+            "steps_trl": theirs["steps"],
+            "eval_pairs": ours["pairs"],
+            "train_seconds_alignkit": ours["train_seconds"],
+            "train_seconds_trl": theirs["train_seconds"],
+            "batch_pairs": args.batch,
+            "max_length": args.max_length,
+            "lora_r": args.rank,
+            "machine": machine(),
+        }
+    )
 
 
 def main() -> None:
@@ -328,16 +445,24 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--quality", action="store_true", help="run the quality comparison instead")
     parser.add_argument("--quality-steps", type=int, default=150, help="alignkit's steps in the quality run")
-    parser.add_argument("--trl-step-seconds", type=float, default=0.0,
-                        help="TRL's seconds per step (from the throughput run) to size its schedule")
-    parser.add_argument("--data", choices=("harmless", "helpful"), default="harmless", help="quality run data")
+    parser.add_argument(
+        "--trl-step-seconds",
+        type=float,
+        default=0.0,
+        help="TRL's seconds per step (from the throughput run) to size its schedule",
+    )
+    parser.add_argument(
+        "--data", choices=("harmless", "helpful"), default="harmless", help="quality run data"
+    )
     parser.add_argument("--worker", choices=("alignkit", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--data-file", dest="data_file", help=argparse.SUPPRESS)
     parser.add_argument("--eval-data", dest="eval_data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
-    parser.add_argument("--rm-options", dest="rm_options", help=argparse.SUPPRESS)  # JSON overrides (exploration)
+    parser.add_argument(
+        "--rm-options", dest="rm_options", help=argparse.SUPPRESS
+    )  # JSON overrides (exploration)
     args = parser.parse_args()
     if args.worker:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

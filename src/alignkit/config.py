@@ -232,7 +232,7 @@ def field_help(cls: type, name: str) -> str:
     return _field_docs(cls).get(name, "")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_docs(cls: type) -> dict[str, str]:
     import ast
     import inspect

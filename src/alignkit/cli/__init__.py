@@ -47,12 +47,16 @@ def _root(
 
 
 def _register() -> None:
-    from alignkit.cli import data, models  # noqa: F401  (commands register themselves on import)
-    from alignkit.cli import label  # noqa: F401  (label, judge)
-    from alignkit.cli import dpo  # noqa: F401  (dpo, kto, sft)
-    from alignkit.cli import ppo  # noqa: F401
-    from alignkit.cli import rm  # noqa: F401  (rm, eval rm, score, export)
-    from alignkit.cli import sample  # noqa: F401
+    # Commands register themselves on import; the order here is the order in `alignkit --help`.
+    from alignkit.cli import (  # noqa: F401, I001
+        data,  # data inspect, data demo
+        models,  # models
+        rm,  # rm, eval rm, score, export
+        sample,  # sample
+        dpo,  # dpo, kto, sft
+        ppo,  # ppo
+        label,  # label, judge
+    )
 
 
 _register()

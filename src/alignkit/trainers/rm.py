@@ -98,9 +98,7 @@ def report_prepared(name: str, data: PreparedData, max_length: int) -> None:
             + ", ".join(data.duplicates[:SHOW_SOURCES])
         )
     if not data.comparisons:
-        raise DataError(
-            f"{name}: no comparison left after dropping over-long answers; raise --max-length"
-        )
+        raise DataError(f"{name}: no comparison left after dropping over-long answers; raise --max-length")
 
 
 # ------------------------------------------------------------------ model
