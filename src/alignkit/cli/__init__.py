@@ -65,6 +65,8 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
+    # Our own progress bars (console.py) say what is happening; the libraries' tqdm bars only add noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         # standalone mode: usage errors print their own message and exit with status 2
         app(args=args, prog_name="alignkit")
