@@ -29,9 +29,9 @@ stage "best-of-4 with the reward model (alignkit sample)" "$OUT/best_of_4.jsonl"
   "$AK" sample --prompts "$OUT/data/demo_prompts.jsonl" --best-of-n 4 --reward-model "$OUT/rm" \
     --max-new-tokens 48 --seed 0 --output "$OUT/best_of_4.jsonl" --export-pairs "$OUT/bon_pairs.jsonl"
 stage "DPO on the demo pairs (alignkit dpo)" "$OUT/dpo/report.json" \
-  "$AK" dpo --data "$OUT/data/demo_pairs.jsonl" --eval-split 0.25 --max-steps 20 --batch-size 4 \
+  "$AK" dpo --data "$OUT/data/demo_pairs.jsonl" --eval-split 0.25 --max-steps 8 --batch-size 4 \
     --max-length 256 --lr 5e-5 --output "$OUT/dpo"
 stage "PPO against the reward model (alignkit ppo)" "$OUT/ppo/report.json" \
-  "$AK" ppo --prompts "$OUT/data/demo_prompts.jsonl" --reward-model "$OUT/rm" --max-steps 4 \
+  "$AK" ppo --prompts "$OUT/data/demo_prompts.jsonl" --reward-model "$OUT/rm" --max-steps 2 \
     --batch-size 8 --max-new-tokens 32 --output "$OUT/ppo"
 echo "== demo finished: see $OUT/*/report.json"
