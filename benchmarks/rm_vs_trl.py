@@ -157,6 +157,7 @@ def worker_alignkit(args) -> dict:
         "peak_rss": peak_rss_bytes(),
         "padding_efficiency": sum(r["perf/padding_efficiency"] for r in rows) / len(rows),
         "checkpointed_layers": [r.get("perf/checkpointed_layers") for r in rows],
+        "step_seconds": [round(r["perf/step_seconds"], 2) for r in rows],
     }
 
 

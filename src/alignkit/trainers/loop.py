@@ -44,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "micro_batches",
     "plan_steps",
+    "release_freed_memory",
     "resolve_precision",
     "save_checkpoint",
     "trainable_parameters",
@@ -125,7 +126,11 @@ class ActivationBudget:
         if self.layers and (always or budget_bytes is not None):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             # Non-reentrant: works with a frozen embedding (no input that requires grad) and with autocast.
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.plan(0)
 
     def layers_to_checkpoint(self, tokens: int) -> int:
@@ -147,6 +152,33 @@ class ActivationBudget:
         return k
 
 
+def release_freed_memory(threshold_bytes: int = 1 << 20) -> bool:
+    """Make glibc return freed tensors of ``threshold_bytes`` or more to the OS at once (Linux only).
+
+    PyTorch's CPU allocator has no cache: every activation is a malloc/free. glibc raises
+    its mmap threshold dynamically up to 32 MB, after which freed activations stay in the
+    heap, fragmented, and the process's resident memory keeps the high-water mark of every
+    pattern seen. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, and the trim
+    threshold) serves large tensors with mmap and unmaps them on free. Measured on
+    SmolLM2-135M, 16 x 512 tokens, bf16: peak RSS 11.0 -> 6.3 GB without checkpointing,
+    2.9 -> 1.3 GB with every layer checkpointed, for ~5% more step time (page faults).
+    Returns False where it cannot apply (not glibc).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(
+            libc.mallopt(m_trim_threshold, threshold_bytes)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def activation_bytes_per_token(config: Any, lora_r: int = 0, dtype_bytes: int = 2) -> float:
     """Estimated bytes a Llama-style decoder layer keeps for the backward pass, per token.
 
@@ -154,7 +186,8 @@ def activation_bytes_per_token(config: Any, lora_r: int = 0, dtype_bytes: int = 
     LoRA on all linears): the MLP keeps 4 x I values (gate, up, SiLU, product), attention
     q, k, v and its output (2 x heads + 2 x kv heads) x head_dim, the two norm outputs
     2 x H, LoRA 7 x r; transformers' RMSNorm also keeps an fp32 copy of its input (2 x H
-    fp32). Times 1.25 for the allocator's transient buffers, measured as peak RSS.
+    fp32). For SmolLM2 that is 22.5 KB; the peak RSS measured with `release_freed_memory`
+    grew by 21 KB per token and layer.
     """
     h = config.hidden_size
     heads = config.num_attention_heads
@@ -162,7 +195,7 @@ def activation_bytes_per_token(config: Any, lora_r: int = 0, dtype_bytes: int = 
     head_dim = getattr(config, "head_dim", None) or h // heads
     inter = getattr(config, "intermediate_size", 4 * h)
     values = 4 * inter + 2 * h + (2 * heads + 2 * kv) * head_dim + 7 * lora_r
-    return 1.25 * (values * dtype_bytes + 2 * h * 4)
+    return float(values * dtype_bytes + 2 * h * 4)
 
 
 # ------------------------------------------------------- optimizer, schedule

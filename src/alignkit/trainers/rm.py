@@ -154,6 +154,8 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     main = accelerator.is_main_process
     if not main:
         console.set_quiet(True)
+    if cfg.release_memory:
+        loop.release_freed_memory()
     seed_everything(cfg.seed)
     train_records, eval_records, data_info = load_comparisons(cfg)
     run = Run.create("rm", cfg.output, cfg, resume=cfg.resume) if main else Run(Path(cfg.output or "."))

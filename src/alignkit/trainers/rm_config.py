@@ -16,8 +16,10 @@ class RMConfig(TrainConfig):
     """Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); 0 turns it off."""
     gradient_checkpointing: bool = False
     """Recompute every decoder layer in the backward pass: least memory, ~20% more compute on every batch."""
-    activation_memory_gb: float = 4.0
+    activation_memory_gb: float = 1.5
     """Memory for the activations of one micro-batch; longer batches recompute (checkpoint) just enough layers to fit. 0: no limit."""
+    release_memory: bool = True
+    """Return freed activation memory to the OS at once (glibc mmap threshold 1 MB): much lower peak RSS, ~5% slower."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in groups of ~50 batches) to waste little padding."""
     eval_batch_size: int = 16
