@@ -23,9 +23,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 	$(BIN)/python -m pytest -q -m slow tests
 
-# The richest pipeline that exists today on the embedded default (see scripts/demo.sh).
+# The whole pipeline on the embedded default model (docs/demo.md); re-running continues where it stopped.
 demo: $(STAMP)
-	ALIGNKIT=$(BIN)/alignkit bash scripts/demo.sh
+	$(BIN)/alignkit demo --output runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

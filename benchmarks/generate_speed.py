@@ -122,7 +122,7 @@ def hf_generate(
 
 
 def ours(model, tokenizer, prompts: list[str], n: int, seed: int, **overrides):
-    from alignkit.sampling import SamplingSettings, generate
+    from alignkit.sampling.generate import SamplingSettings, generate
 
     settings = SamplingSettings(
         n=n,
@@ -146,7 +146,7 @@ def roofline(params: int, weight_bytes: int, peak: float, bandwidth: float, batc
 
 def child(n: int) -> None:
     """Cost-curve point in this (fresh) process: candidates/s for N samples of the 16 prompts."""
-    from alignkit.sampling import SamplingSettings, generate
+    from alignkit.sampling.generate import SamplingSettings, generate
 
     model, tokenizer = load("bf16")
     generate(model, tokenizer, PROMPTS[:2], SamplingSettings(max_new_tokens=2))  # warm-up
@@ -172,8 +172,7 @@ def profile_step() -> None:
     """Break one decode step at batch 128 down by operator (torch.profiler), plus the sampler alone."""
     from torch.profiler import ProfilerActivity, profile
 
-    from alignkit.sampling import SamplingSettings
-    from alignkit.sampling.generate import _check_model, _Decoder, _sampling_mode
+    from alignkit.sampling.generate import SamplingSettings, _check_model, _Decoder, _sampling_mode
     from alignkit.sampling.pick import pick_tokens
     from alignkit.sampling.prompts import encode_prompts
 

@@ -8,9 +8,10 @@ rate and number of steps. Two settings:
 (a) defaults: each tool's own precision and memory settings. TRL 1.16 on a CPU: fp32 weights under
     bf16 autocast (``bf16`` defaults to True in TRL's configs) with gradient checkpointing on.
     alignkit: bf16 frozen base, fp32 LoRA and head under bf16 autocast, layers checkpointed only when a
-    batch's activations exceed ``--activation-memory-gb`` (4 GB).
-(b) same precision: TRL also gets bf16 weights (``model_init_kwargs={"dtype": "bfloat16"}``) and no
-    gradient checkpointing; alignkit runs its defaults.
+    batch's activations exceed ``--activation-memory-gb`` (1.5 GB).
+(b) same settings: TRL also gets bf16 weights (``model_init_kwargs={"dtype": "bfloat16"}``) and no
+    gradient checkpointing; alignkit runs with no activation limit (``activation_memory_gb: 0``), so
+    neither recomputes anything.
 
 Measured per step after ``--warmup`` steps (model loading and tokenising excluded): tokens/s = real
 (non-pad) tokens of chosen + rejected / step wall time, for both tools. Peak RSS: ``ru_maxrss`` of each
@@ -313,6 +314,8 @@ def child(
     seconds: float = 0.0,
     eval_data: Path | None = None,
     steps: int | None = None,
+    rm_options: dict | None = None,
+    tag: str | None = None,
 ) -> dict:
     argv = [
         __file__,
@@ -321,7 +324,7 @@ def child(
         "--data-file",
         str(data),
         "--out",
-        str(out / f"{tool}-{dtype}"),
+        str(out / f"{tool}-{tag or dtype}"),
         "--steps",
         str(steps or args.steps),
         "--warmup",
@@ -339,10 +342,15 @@ def child(
     ]
     if eval_data is not None:
         argv += ["--eval-data", str(eval_data)]
+    if rm_options:
+        argv += ["--rm-options", json.dumps(rm_options)]
     started = time.perf_counter()
     result = run_child(argv, timeout=3600)
     result["wall_seconds"] = time.perf_counter() - started
-    print(f"  {tool} {dtype}: {json.dumps({k: v for k, v in result.items() if k != 'flops'})}", flush=True)
+    print(
+        f"  {tool} {tag or dtype}: {json.dumps({k: v for k, v in result.items() if k != 'flops'})}",
+        flush=True,
+    )
     return result
 
 
@@ -361,22 +369,29 @@ def throughput(args) -> None:
         print(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
         ours = child("alignkit", data, out, args, "auto")
         trl_default = child("trl", data, out, args, "default")
+        # (b) the same settings: bf16 weights and no activation checkpointing for both tools
+        ours_same = child(
+            "alignkit", data, out, args, "auto", rm_options={"activation_memory_gb": 0}, tag="bf16"
+        )
         trl_same = child("trl", data, out, args, "bf16")
     mfu = ours["flops"] / ours["seconds"] / peak
     result = {
         "throughput_ratio_default": ours["tokens_per_s"] / trl_default["tokens_per_s"],
-        "throughput_ratio_same": ours["tokens_per_s"] / trl_same["tokens_per_s"],
+        "throughput_ratio_same": ours_same["tokens_per_s"] / trl_same["tokens_per_s"],
         "peak_rss_ratio": ours["peak_rss"] / trl_default["peak_rss"],
         "mfu": mfu,
+        "mfu_same": ours_same["flops"] / ours_same["seconds"] / peak,
         "mfu_trl_default": trl_default["flops"] / trl_default["seconds"] / peak,
         "mfu_trl_same": trl_same["flops"] / trl_same["seconds"] / peak,
         "tokens_per_s": {
             "alignkit": ours["tokens_per_s"],
+            "alignkit_bf16_no_ckpt": ours_same["tokens_per_s"],
             "trl_default": trl_default["tokens_per_s"],
             "trl_bf16": trl_same["tokens_per_s"],
         },
         "peak_rss_gb": {
             "alignkit": ours["peak_rss"] / 1e9,
+            "alignkit_bf16_no_ckpt": ours_same["peak_rss"] / 1e9,
             "trl_default": trl_default["peak_rss"] / 1e9,
             "trl_bf16": trl_same["peak_rss"] / 1e9,
         },

@@ -17,8 +17,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from factories import ...` in any test module
 
 # SmolLM2-135M-Instruct's own template (it adds a default system turn when the chat has none).
 CHATML_TEMPLATE = (
@@ -39,6 +43,15 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield cache
     patch.undo()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls run faster on one thread, and far faster when other jobs load the cores (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_chatml_tokenizer():

@@ -89,3 +89,38 @@ def test_models_lists_embedded_default(tmp_path, monkeypatch, capsys):
     assert out["cache"] == str(tmp_path / "cache")
     default = [m for m in out["models"] if m["name"] == "smollm2-135m-instruct"]
     assert default and default[0]["source"] == "embedded" and default[0]["prepared"] is False
+
+
+HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
+# Loads alignkit.cli (every command registered) and prints which heavy libraries came with it. With
+# "stub", the alignkit.sampling package is entered without running its __init__ (which imports the
+# generator, hence torch), to check every other command module on its own.
+PROBE = """
+import importlib.util, sys, types
+if sys.argv[1] == "stub":
+    spec = importlib.util.find_spec("alignkit.sampling")
+    pkg = types.ModuleType("alignkit.sampling")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["alignkit.sampling"] = pkg
+import alignkit.cli
+print(",".join(m for m in sys.argv[2:] if m in sys.modules))
+"""
+
+
+def _heavy_after_import(mode: str) -> list[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode, *HEAVY], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return [m for m in out.split(",") if m]
+
+
+def test_command_modules_import_no_ml_library():
+    """`alignkit --help` stays fast: command modules (dpo, ppo, export, ...) import torch & co. in the command."""
+    assert _heavy_after_import("stub") == []
+
+
+def test_alignkit_cli_imports_no_ml_library():
+    assert _heavy_after_import("plain") == []

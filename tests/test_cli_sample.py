@@ -15,38 +15,12 @@ import pytest
 import torch
 
 from alignkit.cli import main
+from factories import make_reward_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Say something kind.", "What is 2 + 2?"]
 FAST = ["--max-new-tokens", "6", "--dtype", "fp32", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run faster on one thread (and do not fight other jobs for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make_reward_model(folder: Path, base_dir: Path, seed: int) -> Path:
-    """A random LoRA reward model on ``base_dir`` saved like `alignkit rm` saves one."""
-    from alignkit.models import heads, lora, registry
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
-
-    torch.manual_seed(seed)
-    tok = registry.load_tokenizer(str(base_dir), padding_side="right")
-    model = lora.add_adapter(registry.load_model(str(base_dir), dtype="fp32", tokenizer=tok), "reward",
-                             lora.LoraSettings(r=4, alpha=8))  # fmt: skip
-    with torch.no_grad():
-        for p in lora.adapter_parameters(model, "reward"):
-            p.normal_(0, 0.05)
-    head = heads.ScalarHead(model.config.hidden_size, init="reward")
-    RewardModel(model, head, tok, resolve_precision("fp32", lora=True), 256, adapter="reward").save(
-        folder, base=str(base_dir)
-    )
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,42 @@ def test_parse_specs():
         parse_gate("harm:0.1", ["helpful", "safety"])
 
 
+@pytest.mark.parametrize("spec", ["safety", "safety:x", "safety:inf", "harm:0.1"])
+def test_gate_errors_name_the_flag_the_user_typed(spec):
+    """`alignkit ppo` takes --reward-gate (the default), `alignkit sample` --gate: each error names its own."""
+    with pytest.raises(ConfigError) as ppo_error:
+        parse_gate(spec, ["helpful", "safety"])
+    assert str(ppo_error.value).startswith("--reward-gate ")
+    with pytest.raises(ConfigError) as sample_error:
+        parse_gate(spec, ["helpful", "safety"], option="--gate")
+    assert str(sample_error.value).startswith("--gate ") and "--reward-gate" not in str(sample_error.value)
+
+
+def test_sample_gate_naming_no_reward_model_names_gate(tiny_model_dir, tmp_path, capsys):
+    """End to end: `alignkit sample --gate harm:0.1` with reward models a and b says --gate, not --reward-gate."""
+    import json
+
+    from alignkit.cli import main
+    from alignkit.models import heads, lora, registry
+    from alignkit.trainers.loop import resolve_precision
+    from alignkit.trainers.reward_model import RewardModel
+
+    tok = registry.load_tokenizer(str(tiny_model_dir), padding_side="right")
+    model = lora.add_adapter(registry.load_model(str(tiny_model_dir), dtype="fp32", tokenizer=tok), "reward",
+                             lora.LoraSettings(r=2, alpha=4))  # fmt: skip
+    head = heads.ScalarHead(model.config.hidden_size, init="reward")
+    rm = RewardModel(model, head, tok, resolve_precision("fp32", lora=True), 64, adapter="reward")
+    rm.save(tmp_path / "rm", base=str(tiny_model_dir))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    rc = main(["sample", "--prompts", str(prompts), "--model", str(tiny_model_dir), "--best-of-n", "2",
+               "--reward-model", f"a={tmp_path / 'rm'}", "--reward-model", f"b={tmp_path / 'rm'}",
+               "--gate", "harm:0.1", "--max-new-tokens", "2", "--dtype", "fp32", "--quiet",
+               "--output", str(tmp_path / "o.jsonl")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bars
+    assert rc == 2 and err.startswith("error: --gate names 'harm'") and "--reward-gate" not in err
+
+
 class CountingScorer:
     """Scores a row by its number of real tokens, and remembers the ids it was given."""
 

@@ -223,6 +223,7 @@ def length_warning(result: dict[str, Any]) -> None:
 # ------------------------------------------------------------- commands
 def _load_for_scoring(cfg: Any) -> tuple[Any, Any]:
     from alignkit.data.load import load_records
+    from alignkit.models.registry import default_device
     from alignkit.trainers.reward_model import load_reward_model
 
     loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
@@ -230,7 +231,9 @@ def _load_for_scoring(cfg: Any) -> tuple[Any, Any]:
         console.warn(
             f"skipped {len(loaded.skipped)} invalid record(s): " + ", ".join(s for s, _ in loaded.skipped[:5])
         )
-    reward_model = load_reward_model(cfg.reward_model, cfg.dtype, max_length=cfg.max_length)
+    reward_model = load_reward_model(
+        cfg.reward_model, cfg.dtype, max_length=cfg.max_length, device=default_device()
+    )
     return reward_model, loaded
 
 

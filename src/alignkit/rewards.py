@@ -350,6 +350,8 @@ def load_reward_set(
     shared_model: Any = None,
     shared_base: str | None = None,
     forward_batch_size: int = 16,
+    gate_option: str = "--reward-gate",
+    device: str | torch.device | None = None,
 ) -> RewardSet:
     """Load reward models (``NAME=DIR`` or ``DIR`` each) into a `RewardSet`.
 
@@ -357,7 +359,9 @@ def load_reward_set(
     frozen adapter (``reward``, ``reward_2``, ...) to ``shared_model`` (a PeftModel already
     holding other adapters, e.g. PPO's policy) instead of loading its base again; any
     other reward model (another base, a full fine-tune, a sequence classifier) loads
-    on its own. ``gate`` is ``NAME:THRESHOLD`` for ``combine="gate"``.
+    on its own. ``gate`` is ``NAME:THRESHOLD`` for ``combine="gate"``; ``gate_option`` is the flag that gave
+    it, named in `parse_gate`'s errors. ``device``: where the models that load on their own go (None: the
+    CPU; commands pass `registry.default_device`); adapters on ``shared_model`` live on its device.
     """
     from alignkit.models.heads import load_head
     from alignkit.models.lora import load_adapter
@@ -390,19 +394,20 @@ def load_reward_set(
         if share:
             adapter = "reward" if shared_count == 0 else f"reward_{shared_count + 1}"
             shared_count += 1
-            precision = resolve_precision(dtype, lora=True)
+            shared_device = next(shared_model.parameters()).device
+            precision = resolve_precision(dtype, lora=True, device=shared_device)
             load_adapter(shared_model, folder, adapter, trainable=False)
-            head = load_head(folder, KIND, hidden_size=shared_model.config.hidden_size)
+            head = load_head(folder, KIND, hidden_size=shared_model.config.hidden_size).to(shared_device)
             head.eval()
             head.requires_grad_(False)
             tokenizer = load_tokenizer(str(folder), padding_side="right")
             length = int(meta.get("max_length") or DEFAULT_MAX_LENGTH)
             rm = RewardModel(shared_model, head, tokenizer, precision, length, adapter, meta)
         else:
-            rm = load_reward_model(path, dtype=dtype)
+            rm = load_reward_model(path, dtype=dtype, device=device)
         weight = float(weights[index]) if weights else 1.0
         members.append(RewardMember(name, ModelScorer(rm, shared=share), weight, rm.max_length))
-    gate_spec = parse_gate(gate, names) if gate is not None else None
+    gate_spec = parse_gate(gate, names, gate_option) if gate is not None else None
     return RewardSet(members, combine, gate_spec, gate_penalty, forward_batch_size)
 
 
@@ -436,23 +441,24 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def parse_gate(spec: str, names: Sequence[str]) -> tuple[str, float]:
-    """``"NAME:THRESHOLD"`` (or ``"INDEX:THRESHOLD"``, 0-based) → (member name, threshold)."""
+def parse_gate(spec: str, names: Sequence[str], option: str = "--reward-gate") -> tuple[str, float]:
+    """``"NAME:THRESHOLD"`` (or ``"INDEX:THRESHOLD"``, 0-based) → (member name, threshold).
+
+    ``option`` is the flag the user typed (``--reward-gate`` for ppo, ``--gate`` for sample): errors name it.
+    """
     name, sep, value = spec.rpartition(":")
     if not sep or not name:
-        raise ConfigError(f"--reward-gate must look like NAME:THRESHOLD (e.g. safety:0.15), got {spec!r}")
+        raise ConfigError(f"{option} must look like NAME:THRESHOLD (e.g. safety:0.15), got {spec!r}")
     try:
         threshold = float(value)
     except ValueError:
-        raise ConfigError(f"--reward-gate threshold must be a number, got {value!r} in {spec!r}") from None
+        raise ConfigError(f"{option} threshold must be a number, got {value!r} in {spec!r}") from None
     if not math.isfinite(threshold):
-        raise ConfigError(f"--reward-gate threshold must be finite, got {value!r}")
+        raise ConfigError(f"{option} threshold must be finite, got {value!r}")
     if name not in names and name.isdigit() and int(name) < len(names):
         name = names[int(name)]
     if name not in names:
-        raise ConfigError(
-            f"--reward-gate names {name!r}, which is not one of the reward models {list(names)}"
-        )
+        raise ConfigError(f"{option} names {name!r}, which is not one of the reward models {list(names)}")
     return name, threshold
 
 

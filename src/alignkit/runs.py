@@ -32,11 +32,15 @@ from alignkit.errors import ConfigError, UserError
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 
 
+RUN_FILE = "run.json"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -46,6 +50,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -139,6 +149,8 @@ class Run:
             )
         run.path.mkdir(parents=True, exist_ok=True)
         save_config(config, saved_path)
+        if not resume or not (run.path / RUN_FILE).exists():
+            atomic_write_json(run.path / RUN_FILE, {"command": command})  # what made this run (plots read it)
         return run
 
     # -------------------------------------------------------------- metrics

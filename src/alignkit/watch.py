@@ -79,6 +79,7 @@ class Watch:
     length_drift: float = 0.5
     baseline_steps: int = 1
     repeat_every: int = 20
+    kl_advice: str = "Raise --kl-coef or use --adaptive-kl"  # what to do about it (the trainer knows its options)
     baseline_length: float | None = None
     _baseline_sum: float = 0.0
     _baseline_seen: int = 0
@@ -123,8 +124,7 @@ class Watch:
         if self._fire("kl", step, kl > kl_limit):
             warnings.append(
                 f"step {step}: KL to the reference is {kl:.2f} nats, over {self.kl_factor:g}x its target "
-                f"({self.kl_target:g}); the policy may be exploiting the reward model. Raise --kl-coef or use "
-                "--adaptive-kl"
+                f"({self.kl_target:g}); the policy may be exploiting the reward model. {self.kl_advice}"
             )
         drifted = self._baseline_seen >= self.baseline_steps and abs(drift) > self.length_drift
         if self._fire("length", step, drifted):

@@ -7,7 +7,8 @@ import torch
 
 from alignkit.data.records import conversation
 from alignkit.errors import ConfigError, UserError
-from alignkit.sampling import SamplingSettings, generate, response_token_logps
+from alignkit.sampling.generate import SamplingSettings, generate
+from alignkit.sampling.logprobs import response_token_logps
 
 
 def _hf_greedy(model, prompts: list[list[int]], max_new_tokens: int, pad: int, eos: int) -> list[list[int]]:
@@ -115,18 +116,40 @@ def test_same_seed_same_samples_whatever_the_batch_size(tiny_lm, tokenizer, id_p
     assert len({tuple(r) for r in responses[:3]}) > 1  # the n samples of a prompt differ
 
 
+def _stop_lengths(responses: list[list[int]], stop: int, limit: int) -> list[int]:
+    """Length of each greedy response when ``stop`` ends it (stop token included), else ``limit``."""
+    return [r.index(stop) + 1 if stop in r[:limit] else limit for r in responses]
+
+
 def test_compaction_and_refill_do_not_change_greedy_results(tiny_lm, tokenizer, id_prompts):
-    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=14, temperature=0, stop_token_ids=[])
-    # Rows stop at different steps, so small batches compact and refill many times.
-    stops = sorted({g.response_ids[k] for g, k in zip(free, (2, 5, 9, 1, 12), strict=True)})
-    kw = dict(max_new_tokens=14, temperature=0, stop_token_ids=stops, n=2)
+    steps = 14
+    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=steps, temperature=0, stop_token_ids=[])
+    responses = [g.response_ids for g in free]
+    # A stop token that ends the rows at the most different steps, chosen from the greedy run itself: a greedy
+    # row with stops is the prefix of the row without, so the lengths are known before sampling, whatever the
+    # tokenizer and the model's favourite tokens.
+    candidates = sorted({t for r in responses for t in r})
+    stop = max(candidates, key=lambda t: (len(set(_stop_lengths(responses, t, steps))), -t))
+    expected = _stop_lengths(responses, stop, steps)
+    assert len(set(expected)) > 1, "the fixture model gives every row the same stop step"
+    n = 2
+    kw = dict(max_new_tokens=steps, temperature=0, stop_token_ids=[stop], n=n)
     whole = generate(tiny_lm, tokenizer, id_prompts, batch_size=64, **kw)
+    assert [len(g.response_ids) for g in whole] == [k for k in expected for _ in range(n)]
+    assert [g.response_ids for g in whole] == [
+        r[:k] for r, k in zip(responses, expected, strict=True) for _ in range(n)
+    ]
+    assert [g.finished for g in whole] == [stop in r for r in responses for _ in range(n)]
+    # Every row fits at once: the first rebuild fills the cache; rows ending at different steps force at least
+    # one more, which drops the finished rows (compaction).
+    assert whole.stats["rebuilds"] >= 2
+    rows = len(id_prompts) * n
     for size in (1, 3):
         small = generate(tiny_lm, tokenizer, id_prompts, batch_size=size, **kw)
-        assert small.stats["rebuilds"] > whole.stats["rebuilds"]
+        # At most `size` rows at a time: waiting rows join the cache as others finish (refill).
+        assert small.stats["rebuilds"] >= -(-rows // size)
         assert [g.response_ids for g in small] == [g.response_ids for g in whole]
         assert [g.finished for g in small] == [g.finished for g in whole]
-    assert len({len(g.response_ids) for g in whole}) > 1
 
 
 def test_n_samples_share_the_prompt_prefill(tiny_lm, tokenizer, id_prompts):

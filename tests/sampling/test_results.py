@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from alignkit.data.records import Record, conversation
-from alignkit.sampling import Generation, encode_prompts, pack
+from alignkit.sampling.prompts import encode_prompts
+from alignkit.sampling.results import Generation, pack
 
 
 def test_pack_pads_prompts_left_and_responses_right():

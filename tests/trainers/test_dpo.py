@@ -135,7 +135,7 @@ def test_pair_metrics_by_hand():
     pair 1: r_w = 0.5 * (-2 - -2) = 0,   r_l = 0.5 * (-4 - -4) = 0    -> tie (counts half), diff 0
     pair 2: r_w = 0.5 * (-3 - -2) = -0.5, r_l = 0.5 * (-1 - -2) = 0.5 -> loss, diff -1
     accuracy = (1 + 0.5 + 0) / 3 = 0.5; margin = (0.5 + 0 - 1) / 3 = -1/6;
-    kl_ref = mean(chosen - ref_chosen) = (1 + 0 - 1) / 3 = 0;
+    logratio_chosen = mean(chosen - ref_chosen) = (1 + 0 - 1) / 3 = 0;
     loss = mean(-log sigmoid(diff)) = (0.474077 + 0.693147 + 1.313262) / 3 = 0.826829.
     """
     m = pair_metrics(
@@ -148,7 +148,7 @@ def test_pair_metrics_by_hand():
     assert m["eval_pairs"] == 3
     assert m["eval_accuracy"] == pytest.approx(0.5)
     assert m["eval_margin"] == pytest.approx(-1 / 6)
-    assert m["eval_kl_ref"] == pytest.approx(0.0)
+    assert m["eval_logratio_chosen"] == pytest.approx(0.0)
     assert m["eval_loss"] == pytest.approx(0.826829, abs=1e-5)
 
 
@@ -242,6 +242,12 @@ def test_full_finetuning_keeps_a_frozen_reference_and_saves_a_checkpoint(
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     moved = [n for n, p in model.named_parameters() if not torch.equal(p, dict(base.named_parameters())[n])]
     assert moved  # every weight is trainable without LoRA
+    # export copies the full checkpoint (nothing to merge) without the run's own files
+    summary = run_json(["export", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--json", "-q"], capsys)
+    assert summary["kind"] == "full" and summary["how"] == "copied"
+    assert not (tmp_path / "out" / "config.yaml").exists() and not (tmp_path / "out" / "report.json").exists()
+    copied = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in copied.named_parameters())
 
 
 def test_adapter_loads_with_plain_peft_and_merge_matches(tmp_path, tiny_model_dir, capsys):
@@ -263,10 +269,16 @@ def test_adapter_loads_with_plain_peft_and_merge_matches(tmp_path, tiny_model_di
         c = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, c, atol=1e-6)  # the adapter changed the model
-    exported = common.export_run(run, tmp_path / "exported")
-    again = AutoModelForCausalLM.from_pretrained(exported)
+    # `alignkit export RUN` merges the adapter into a standalone causal LM with the adapter model's logits
+    summary = run_json(
+        ["export", str(run), "--output", str(tmp_path / "exported"), "--json", "--quiet"], capsys
+    )
+    assert summary["kind"] == "adapter" and summary["trainer"] == "dpo" and summary["how"] == "merged"
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
     with torch.no_grad():
-        assert torch.allclose(again(input_ids=ids).logits, b, atol=1e-6)
+        assert torch.allclose(again(input_ids=ids).logits, a, atol=1e-5)
+    assert main(["export", str(run), "--output", str(tmp_path / "exported"), "--quiet"]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_dpo_can_start_from_an_adapter_run(tmp_path, tiny_model_dir, monkeypatch, capsys):

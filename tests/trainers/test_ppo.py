@@ -17,6 +17,9 @@ from safetensors.torch import load_file
 from alignkit.cli import main
 from alignkit.config import build_config
 from alignkit.trainers.ppo_config import PPOConfig
+from factories import make_reward_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = [
     "What is the capital of France?",
@@ -28,34 +31,6 @@ PROMPTS = [
     "Which season is coldest?",
     "Write one word.",
 ]
-
-
-def make_reward_model(folder: Path, base_dir: Path, seed: int = 1, tokenizer=None) -> Path:
-    """Save a random LoRA reward model on ``base_dir`` in the `alignkit rm` layout."""
-    from alignkit.models import heads, lora, registry
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
-
-    torch.manual_seed(seed)
-    tok = tokenizer or registry.load_tokenizer(str(base_dir), padding_side="right")
-    base = registry.load_model(str(base_dir), dtype="fp32", tokenizer=tok)
-    model = lora.add_adapter(base, "reward", lora.LoraSettings(r=4, alpha=8))
-    with torch.no_grad():  # a non-zero adapter, so "reward adapter unchanged" means something
-        for p in lora.adapter_parameters(model, "reward"):
-            p.normal_(0, 0.05)
-    head = heads.ScalarHead(base.config.hidden_size, init="reward")
-    rm = RewardModel(model, head, tok, resolve_precision("fp32", lora=True), 256, adapter="reward")
-    rm.save(folder, base=str(base_dir))
-    return folder
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run faster on one thread, and far faster when other jobs load the CPUs (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +79,28 @@ def test_end_to_end_lora_shared_base(tiny_model_dir, prompts_file, rm_dir, tmp_p
     # outputs: the policy adapter in the run dir, the value adapter + head beside it
     assert (out / "adapter_model.safetensors").is_file() and (out / "alignkit_model.json").is_file()
     assert (out / "value" / "value_head.safetensors").is_file()
+    _check_export_matches_the_adapter(out, tiny_model_dir, tmp_path / "exported", capsys)
+
+
+def _check_export_matches_the_adapter(run: Path, base_dir: Path, target: Path, capsys) -> None:
+    """`alignkit export RUN`: the policy adapter merged into a causal LM with the adapter model's logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert main(["export", str(run), "--output", str(target), "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["kind"] == "adapter" and summary["trainer"] == "ppo"
+    ids = torch.tensor([[1, 57, 300, 2, 9]])
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(target)(input_ids=ids).logits
+        plain = base(input_ids=ids).logits
+        adapted = PeftModel.from_pretrained(base, run)(input_ids=ids).logits
+    assert not torch.allclose(adapted, plain, atol=1e-6)  # PPO moved the policy
+    assert torch.allclose(merged, adapted, atol=1e-5)
+    # the value model beside it is not a policy: exporting it is refused with a pointer to the run
+    assert main(["export", str(run / "value"), "--output", str(target.with_name("v")), "--quiet"]) == 2
+    assert "value model" in capsys.readouterr().err
 
 
 def _cfg(model_dir, prompts, rm, **over):
@@ -160,8 +157,8 @@ def test_one_update_trains_policy_and_value_only(tiny_model_dir, prompts_file, r
     assert not torch.equal(models.value_head.score.weight, head_before)
 
     # the reference = adapters off = the base model, to the last bit
-    plain = registry.load_model(str(tiny_model_dir), dtype="fp32")
     ids, mask, resp = exp.sequence_ids, exp.sequence_mask, exp.response_ids
+    plain = registry.load_model(str(tiny_model_dir), dtype="fp32", device=ids.device)  # the rollout's device
     with models.as_reference() as ref:
         ref_logps = models.token_logps(ref, ids, mask, resp, cfg.temperature)[0]
     from alignkit.trainers.ppo_models import positions_of
@@ -338,6 +335,7 @@ def test_two_cpu_processes_under_accelerate_launch(
     args = base_args(tiny_model_dir, prompts_file, rm_dir, out, "--max-steps", "2", "--batch-size", "2",
                      "--save-every", "1")[1:]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ALIGNKIT_CACHE": str(isolated_env), "HF_HUB_OFFLINE": "1"}
+    env["ALIGNKIT_DEVICE"] = "cpu"  # CPU processes on a GPU machine too (rank 1 would need a second GPU)
     # on CPUs `--multi_gpu` is the way to get torchrun-style processes (gloo); `--cpu` would need mpirun
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
            "no", "--dynamo_backend", "no", "-m", "alignkit.cli", "ppo", *args]  # fmt: skip
@@ -389,5 +387,14 @@ def test_full_finetuning_runs(tiny_model_dir, prompts_file, rm_dir, tmp_path, ca
     r1, r2 = rows(out)
     assert r1["kl/ref"] == 0.0 and r2["kl/ref"] != 0.0
     assert (out / "policy" / "config.json").is_file()
+    # export copies the full policy checkpoint (nothing to merge)
+    assert main(["export", str(out), "--output", str(tmp_path / "exported"), "--quiet"]) == 0
+    from transformers import AutoModelForCausalLM
+
+    policy = dict(AutoModelForCausalLM.from_pretrained(out / "policy").named_parameters())
+    copied = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    assert all(torch.equal(p, policy[n]) for n, p in copied.named_parameters())
+    meta = json.loads((tmp_path / "exported" / "alignkit_model.json").read_text())
+    assert meta["format"] == "full" and meta["base"] == str(tiny_model_dir)
     report = json.loads((out / "report.json").read_text())
     assert {"reference", "value"} <= set(report["memory_bytes"])

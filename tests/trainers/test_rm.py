@@ -69,7 +69,8 @@ def train_in_process(cfg: RMConfig):
     run = Run.create("rm", cfg.output, cfg)
     before = {n: p.detach().clone() for n, p in rm.named_parameters()}
     train_reward_model(cfg, rm, data, None, run, Accelerator())
-    return rm, before, run
+    device = next(rm.parameters()).device  # accelerate moved the model to its device (a GPU, if any)
+    return rm, {n: t.to(device) for n, t in before.items()}, run
 
 
 # ------------------------------------------------------------------- training

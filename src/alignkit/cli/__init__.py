@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from alignkit import __version__, console
-from alignkit.errors import UserError
+from alignkit.errors import TrainingError, UserError
 
 app = typer.Typer(
     name="alignkit",
@@ -51,11 +51,16 @@ def _register() -> None:
     from alignkit.cli import (  # noqa: F401, I001
         data,  # data inspect, data demo
         models,  # models
-        rm,  # rm, eval rm, score, export
+        rm,  # rm, eval rm, score
+        eval_refusals,  # eval refusals
         sample,  # sample
         dpo,  # dpo, kto, sft
         ppo,  # ppo
+        export,  # export (any run)
         label,  # label, judge
+        plot,  # plot
+        eval_policy,  # eval policy
+        demo,  # demo
     )
 
 
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         console.error(str(e))
         return 2
+    except TrainingError as e:  # training cannot go on (NaN loss, a failed demo stage): say why, exit 1
+        console.error(str(e))
+        return 1
     except KeyboardInterrupt:
         console.error("interrupted")
         return 130

@@ -1,4 +1,4 @@
-"""Reward-model commands: `alignkit rm`, `alignkit eval rm`, `alignkit score`, `alignkit export`."""
+"""Reward-model commands: `alignkit rm`, `alignkit eval rm`, `alignkit score` (`alignkit export`: cli/export.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alignkit import console
 from alignkit.cli import app
 from alignkit.cli.eval import eval_app
 from alignkit.cli.options import config_command
-from alignkit.trainers.rm_config import EvalRMConfig, ExportConfig, RMConfig, ScoreConfig
+from alignkit.trainers.rm_config import EvalRMConfig, RMConfig, ScoreConfig
 
 
 @app.command("rm")
@@ -66,29 +66,3 @@ def score_command(cfg: ScoreConfig) -> None:
     console.info(f"scored {summary['scored']} of {summary['answers']} answers -> {summary['output']}")
     if cfg.json:
         console.print_json(summary)
-
-
-@app.command("export")
-@config_command(ExportConfig, positional=("run",))
-def export_command(cfg: ExportConfig) -> None:
-    """Export a trained reward model as a plain transformers checkpoint.
-
-    Merges the LoRA adapter into a copy of the base model and writes an AutoModelForSequenceClassification checkpoint (one label, safetensors, with the tokenizer) that scores exactly like the reward model, for use outside alignkit.
-
-    Example:
-
-        alignkit export runs/rm --output exported-rm
-    """
-    from pathlib import Path
-
-    from alignkit.errors import UserError
-    from alignkit.trainers.reward_model import export_reward_model
-
-    if Path(cfg.output).exists() and not cfg.overwrite:
-        raise UserError(
-            f"{cfg.output} already exists; pass --overwrite to replace it or choose another --output"
-        )
-    target = export_reward_model(cfg.run, cfg.output, overwrite=cfg.overwrite)
-    console.info(f"exported {cfg.run} -> {target}")
-    if cfg.json:
-        console.print_json({"output": str(target)})

@@ -173,3 +173,90 @@ def write_demo_prompts(path: Path) -> Path:
 
     atomic_write_text(Path(path), "".join(json.dumps({"prompt": p}) + "\n" for p in demo_prompts()))
     return Path(path)
+
+
+# Prompts for `alignkit demo`, written by this project: everyday questions and small tasks that a 135M
+# chat model can answer in a few sentences. The demo's policies answer them; none has a reference answer.
+DEMO_PROMPTS: tuple[str, ...] = (
+    "What is photosynthesis?",
+    "How do I make a cup of green tea?",
+    "Why do leaves change colour in autumn?",
+    "What is the difference between weather and climate?",
+    "Give me two tips for staying focused while studying.",
+    "How does a rainbow form?",
+    "What is the largest ocean on Earth?",
+    "Explain what a noun is.",
+    "How can I save money on groceries?",
+    "What causes the tides?",
+    "Write a short poem about the moon.",
+    "What is the freezing point of water in Fahrenheit?",
+    "How do bees make honey?",
+    "What is a prime number?",
+    "Suggest a healthy breakfast.",
+    "Why do we have seasons?",
+    "How do I clean a cast iron pan?",
+    "What is the capital of Japan?",
+    "Describe a cat in one sentence.",
+    "How many continents are there?",
+    "What does a dentist do?",
+    "How can I improve my handwriting?",
+    "What is gravity?",
+    "Give me a fun fact about elephants.",
+    "How do I write a thank-you note?",
+    "What is the main ingredient in guacamole?",
+    "Why is exercise good for the heart?",
+    "What is the tallest mountain in the world?",
+    "How do plants drink water?",
+    "What is an adjective? Give an example.",
+    "How do I stop a bicycle chain from rusting?",
+    "What language is spoken in Brazil?",
+    "How many minutes are there in a day?",
+    "What is the water cycle?",
+    "Suggest a name for a small bakery.",
+    "How do vaccines help the body?",
+    "What is the difference between a lake and a sea?",
+    "How can I calm down before an exam?",
+    "What is a volcano?",
+    "Write a one-line slogan for a bicycle shop.",
+    "What do pandas eat?",
+    "How does a compass work?",
+    "What is 15 plus 27?",
+    "Why should I wear sunscreen?",
+    "What is the chemical symbol for gold?",
+    "How do I keep cut flowers fresh longer?",
+    "What is a haiku?",
+    "How can I be a better listener?",
+    "What are clouds made of?",
+    "How do I remove a coffee stain from a shirt?",
+    "What is the speed of light, roughly?",
+    "Why do cats purr?",
+    "What is a budget and why is it useful?",
+    "How do I introduce myself at a job interview?",
+    "What is the longest river in Africa?",
+    "How should I store fresh bread?",
+    "What does recycling mean?",
+    "Give me a riddle and its answer.",
+    "What is a solar eclipse?",
+    "How can I learn new words in a foreign language?",
+    "What is the purpose of a seatbelt?",
+    "How many sides does a hexagon have?",
+    "What is the opposite of 'ancient'?",
+    "How do I politely decline an invitation?",
+    "What is an atom?",
+    "Why is sleep important?",
+    "How do I boil pasta?",
+    "What is the capital of Canada?",
+    "Explain what a verb is in one sentence.",
+    "How do birds know where to migrate?",
+    "What should I pack for a day hike?",
+    "What is a fraction?",
+)
+
+
+def demo_prompt_sets(eval_count: int = 24) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out evaluation prompts) for `alignkit demo`: every fourth prompt is held out."""
+    prompts = list(dict.fromkeys(demo_prompts() + list(DEMO_PROMPTS)))  # stable order, no duplicates
+    held = set(range(0, len(prompts), max(1, len(prompts) // eval_count))[:eval_count])
+    train = [p for i, p in enumerate(prompts) if i not in held]
+    heldout = [p for i, p in enumerate(prompts) if i in held]
+    return train, heldout

@@ -66,7 +66,7 @@ class JudgeConfig:
     output: str | None = None
     """Label file (JSONL) to append to; running again with the same file resumes."""
     judge: str = DEFAULT_MODEL
-    """Judge: a causal LM the registry loads (local path, hub id, the embedded default) or an OpenAI-compatible URL http(s)://host:port/v1."""
+    """Judge: a causal LM the registry loads (local path, hub id, the embedded default), an OpenAI-compatible URL http(s)://host:port/v1, or `simulated` (the demo's documented rule, no model)."""
     judge_model: str | None = None
     """Model name sent to an HTTP judge (required with a URL). The key comes from ALIGNKIT_JUDGE_API_KEY."""
     template: str = "helpful"

@@ -131,6 +131,10 @@ def judge_name(cfg: JudgeConfig) -> str:
 
 def make_judge(cfg: JudgeConfig, template: Template) -> Judge:
     choices = cfg.choice_names()
+    if cfg.judge.strip().lower() == "simulated":  # the demo's transparent rule (feedback/simulated.py)
+        from alignkit.feedback.simulated import SimulatedJudge
+
+        return SimulatedJudge()
     if cfg.is_http():
         from alignkit.feedback.judge_http import HttpJudge
 

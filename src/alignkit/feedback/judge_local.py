@@ -79,9 +79,9 @@ class LocalJudge:
         device: str | None = None,
         trust_remote_code: bool = False,
     ) -> LocalJudge:
-        from alignkit.models.registry import load_model, load_tokenizer
+        from alignkit.models.registry import default_device, load_model, load_tokenizer
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         tokenizer = load_tokenizer(name, padding_side="left", trust_remote_code=trust_remote_code)
         model = load_model(
             name, dtype=dtype, trust_remote_code=trust_remote_code, device=device, tokenizer=tokenizer

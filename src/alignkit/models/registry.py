@@ -406,6 +406,31 @@ def adapter_base(folder: str | os.PathLike) -> str:
     return str(base)
 
 
+# ------------------------------------------------------------------------------------------ devices
+
+DEVICE_ENV = "ALIGNKIT_DEVICE"
+
+
+def default_device() -> torch.device:
+    """Where the commands put their models: ``$ALIGNKIT_DEVICE`` when set (``cpu`` forces the CPU on a GPU
+    machine; ``cuda:1`` picks a card), else ``cuda:$LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` is
+    set per process by ``accelerate launch`` / ``torchrun``; 0 otherwise), else the CPU.
+
+    Library functions never choose a device themselves: they run on the device of the model they are given.
+    """
+    spec = os.environ.get(DEVICE_ENV, "").strip()
+    if spec:
+        try:
+            return torch.device(spec)
+        except (RuntimeError, ValueError) as error:
+            raise ConfigError(
+                f"{DEVICE_ENV}={spec!r} is not a device; use e.g. cpu, cuda or cuda:1"
+            ) from error
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0))
+    return torch.device("cpu")
+
+
 # ------------------------------------------------------------------------------------------------ dtypes
 
 

@@ -148,11 +148,12 @@ def _check_model(model: nn.Module) -> str:
 def _sampling_mode(model: nn.Module, dtype: torch.dtype | None):
     """Eval mode (no dropout), no autograd, our attention; every module's train flag restored afterwards."""
     flags = [(module, module.training) for module in model.modules()]
+    device_type = next(model.parameters()).device.type
     model.eval()
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(slab_attention_enabled(model))
-        stack.enter_context(torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext())
+        stack.enter_context(torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext())
         try:
             yield
         finally:
@@ -166,9 +167,9 @@ def _resolve_dtype(model: nn.Module, dtype: str | torch.dtype | None) -> torch.d
         return None
     from alignkit.models.registry import resolve_dtype
 
-    wanted = resolve_dtype(dtype)
-    weights = next(model.parameters()).dtype
-    return None if wanted == weights else wanted
+    weights = next(model.parameters())
+    wanted = resolve_dtype(dtype, weights.device)
+    return None if wanted == weights.dtype else wanted
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -179,7 +180,8 @@ class _Decoder:
 
     Per-row tensors, (B,): ``sample`` (output slot; ``trash`` once the row is done), ``made`` (tokens sampled
     so far), ``row_len`` (tokens in the cache), ``alive``; ``next_ids`` (B, 1) is each row's last sampled token,
-    fed at the next step.
+    fed at the next step. Every tensor lives on the model's device (``self.device``); the caller copies the
+    outputs (``tokens``, ``logps``, ``lengths``, ``finished``) to the CPU once, at the end.
     """
 
     def __init__(
@@ -191,28 +193,31 @@ class _Decoder:
         cache_kw: str,
     ):
         self.model, self.prompts, self.s, self.cache_kw = model, prompts, s, cache_kw
+        self.device = device = next(model.parameters()).device
         self.n, self.steps_max = int(s.n), int(s.max_new_tokens)
         total = len(prompts) * self.n
         self.trash = total  # output slot for rows that are already done
         seed = s.seed if s.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        # uniforms[sample, t]: the randomness of token t of that sample, fixed before any batching decision.
-        self.uniforms = torch.rand(total + 1, self.steps_max, generator=torch.Generator().manual_seed(seed))
-        self.tokens = torch.zeros(total + 1, self.steps_max, dtype=torch.long)
-        self.logps = torch.zeros(total + 1, self.steps_max) if s.return_logprobs else None
-        self.lengths = torch.zeros(total + 1, dtype=torch.long)
-        self.finished = torch.zeros(total + 1, dtype=torch.bool)
-        self.stop_ids = torch.tensor(stop_ids, dtype=torch.long)
+        # uniforms[sample, t]: the randomness of token t of that sample, fixed before any batching decision
+        # (drawn on the CPU, so a seed gives the same numbers on every device).
+        uniforms = torch.rand(total + 1, self.steps_max, generator=torch.Generator().manual_seed(seed))
+        self.uniforms = uniforms.to(device)
+        self.tokens = torch.zeros(total + 1, self.steps_max, dtype=torch.long, device=device)
+        self.logps = torch.zeros(total + 1, self.steps_max, device=device) if s.return_logprobs else None
+        self.lengths = torch.zeros(total + 1, dtype=torch.long, device=device)
+        self.finished = torch.zeros(total + 1, dtype=torch.bool, device=device)
+        self.stop_ids = torch.tensor(stop_ids, dtype=torch.long, device=device)
         # Work queue: [prompt, first sample, count]; longest prompts first so that later, shorter ones fit
         # into the columns a running batch already has.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         self.pending = [[i, 0, self.n] for i in order]
         num_layers = _base(model).config.get_text_config(decoder=True).num_hidden_layers
         self.cache = SlabCache(num_layers)
-        self.sample = torch.zeros(0, dtype=torch.long)
-        self.made = torch.zeros(0, dtype=torch.long)
-        self.row_len = torch.zeros(0, dtype=torch.long)
-        self.alive = torch.zeros(0, dtype=torch.bool)
-        self.next_ids = torch.zeros(0, 1, dtype=torch.long)
+        self.sample = torch.zeros(0, dtype=torch.long, device=device)
+        self.made = torch.zeros(0, dtype=torch.long, device=device)
+        self.row_len = torch.zeros(0, dtype=torch.long, device=device)
+        self.alive = torch.zeros(0, dtype=torch.bool, device=device)
+        self.next_ids = torch.zeros(0, 1, dtype=torch.long, device=device)
         self.n_alive = 0
         self.work: torch.Tensor | None = None
         self.stats = dict(
@@ -241,7 +246,7 @@ class _Decoder:
         slice the hidden states to a non-contiguous (B, 1, H), for which torch's bf16 ``linear`` copies the
         LM head once per row (0.5 s of a 0.9 s prefill of 16 prompts); an index gives a contiguous copy."""
         inputs[self.cache_kw] = self.cache
-        last = torch.tensor([inputs["input_ids"].shape[1] - 1])
+        last = torch.tensor([inputs["input_ids"].shape[1] - 1], device=self.device)
         out = self.model(**inputs, use_cache=True, logits_to_keep=last)
         return out.logits[:, -1]
 
@@ -309,7 +314,9 @@ class _Decoder:
     def _workspace(self, logits: torch.Tensor) -> torch.Tensor:
         """One fp32 (batch_size, V) buffer for the sampler, kept for the whole call (see `pick`)."""
         if self.work is None or self.work.shape[1] != logits.shape[1]:
-            self.work = torch.empty(self.s.batch_size, logits.shape[1], dtype=torch.float32)
+            self.work = torch.empty(
+                self.s.batch_size, logits.shape[1], dtype=torch.float32, device=self.device
+            )
         return self.work
 
     def _rebuild(self) -> None:
@@ -329,18 +336,22 @@ class _Decoder:
                 self.pending[0] = [prompt, first + take, count - take]
         new_len = [len(self.prompts[p]) for p, _, c in units for _ in range(c)]
         new_sample = [p * self.n + f + j for p, f, c in units for j in range(c)]
-        row_len = torch.cat([self.row_len[keep], torch.tensor(new_len, dtype=torch.long)])
-        made = torch.cat([self.made[keep], torch.zeros(len(new_len), dtype=torch.long)])
+        device = self.device
+        row_len = torch.cat([self.row_len[keep], torch.tensor(new_len, dtype=torch.long, device=device)])
+        made = torch.cat([self.made[keep], torch.zeros(len(new_len), dtype=torch.long, device=device)])
         length = int(row_len.max())
         # Columns each row may still write: a row that has sampled `made` tokens feeds at most T - made more
         # (new rows: T - 1, their first token comes from the prefill).
         remaining = int((self.steps_max - made.clamp(min=1)).max())
         capacity = length + max(1, min(CHUNK, remaining))
         self.cache.reshape(keep, row_len, len(new_len), length, capacity)
-        self.sample = torch.cat([self.sample[keep], torch.tensor(new_sample, dtype=torch.long)])
+        self.sample = torch.cat(
+            [self.sample[keep], torch.tensor(new_sample, dtype=torch.long, device=device)]
+        )
         self.made, self.row_len = made, row_len
-        self.alive = torch.ones(self.cache.rows, dtype=torch.bool)
-        self.next_ids = torch.cat([self.next_ids[keep], torch.zeros(len(new_len), 1, dtype=torch.long)])
+        self.alive = torch.ones(self.cache.rows, dtype=torch.bool, device=device)
+        new_ids = torch.zeros(len(new_len), 1, dtype=torch.long, device=device)
+        self.next_ids = torch.cat([self.next_ids[keep], new_ids])
         self.n_alive = self.cache.rows
         if units:
             self._prefill(units, first_row=int(keep.numel()))
@@ -366,7 +377,9 @@ class _Decoder:
                 ids[g, width - lengths[g] :] = torch.tensor(self.prompts[p], dtype=torch.long)
                 mask[g, width - lengths[g] :] = True
             src = torch.tensor([g for g, (_, _, c) in enumerate(group) for _ in range(c)], dtype=torch.long)
-            rows = torch.arange(row, row + src.numel())
+            rows = torch.arange(row, row + src.numel(), device=self.device)
+            # Built on the CPU row by row, moved once (no-ops on a CPU model).
+            ids, mask, src = ids.to(self.device), mask.to(self.device), src.to(self.device)
             positions = (mask.long().cumsum(-1) - 1).clamp_(min=0)
             with self.cache.prefill(rows, src):
                 logits = self._forward(
@@ -416,13 +429,16 @@ def generate(
             decoder.run()
     total_s = time.perf_counter() - start
 
+    # One copy of the outputs to the CPU (no-ops on a CPU model), then plain Python lists.
+    tokens, finished = decoder.tokens.cpu(), decoder.finished.cpu()
+    all_logps = decoder.logps.cpu() if decoder.logps is not None else None
     lengths = decoder.lengths.tolist()
-    responses = [decoder.tokens[i, : lengths[i]].tolist() for i in range(len(lengths) - 1)]
+    responses = [tokens[i, : lengths[i]].tolist() for i in range(len(lengths) - 1)]
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True) if responses else []
     generations = []
     for i, response in enumerate(responses):
         prompt = i // s.n
-        logps = decoder.logps[i, : lengths[i]].tolist() if decoder.logps is not None else None
+        logps = all_logps[i, : lengths[i]].tolist() if all_logps is not None else None
         generations.append(
             Generation(
                 prompt_index=prompt,
@@ -430,7 +446,7 @@ def generate(
                 prompt_ids=token_ids[prompt],
                 response_ids=response,
                 text=texts[i],
-                finished=bool(decoder.finished[i]),
+                finished=bool(finished[i]),
                 token_logps=logps,
                 prompt_truncated=cut[prompt],
             )

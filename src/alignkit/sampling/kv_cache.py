@@ -126,6 +126,7 @@ class SlabCache(Cache):
         so far; new rows: their prompt, written later by :meth:`prefill`). Columns are right-aligned at
         ``length``; ``capacity`` >= ``length`` leaves room for the next decode steps. One copy of the kept
         rows' live columns: this is where finished rows leave (compaction) and new rows join (refill).
+        ``keep`` and ``row_len`` are on the device of the keys and values; the mask is built there too.
         """
         if capacity < length:
             raise ValueError(f"capacity {capacity} < length {length}")
@@ -142,9 +143,9 @@ class SlabCache(Cache):
                     new[:kept, :, length - span : length] = old[keep, :, self.length - span : self.length]
                 store[layer] = new
         self.rows, self.length, self.capacity = kept + new_rows, length, capacity
-        columns = torch.arange(capacity)
+        columns = torch.arange(capacity, device=row_len.device)
         visible = (columns >= length - row_len[:, None]) & (columns < length)
-        self.bias = torch.zeros(self.rows, 1, 1, capacity).masked_fill_(
+        self.bias = torch.zeros(self.rows, 1, 1, capacity, device=row_len.device).masked_fill_(
             ~visible[:, None, None, :], float("-inf")
         )
 
@@ -158,10 +159,10 @@ def prefill_mask(prompt_mask: torch.Tensor) -> torch.Tensor:
     Causal over real tokens; a padding query sees only itself, so no softmax row is empty (an all-masked row
     gives NaN, and a NaN key/value would poison the rows that mask it).
     """
-    length = prompt_mask.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool).tril_()
+    length, device = prompt_mask.shape[1], prompt_mask.device
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril_()
     allowed = causal & prompt_mask[:, None, :]
-    allowed |= torch.eye(length, dtype=torch.bool)
+    allowed |= torch.eye(length, dtype=torch.bool, device=device)
     return allowed[:, None]
 
 

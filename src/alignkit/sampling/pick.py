@@ -50,7 +50,7 @@ def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> tuple[torch.T
     target = (uniforms * total)[:, None]  # (B, 1)
     chosen = torch.searchsorted(block_cdf, target, right=True).clamp_(max=block_cdf.shape[1] - 1)  # (B, 1)
     before = block_cdf.gather(1, (chosen - 1).clamp_(min=0)) * (chosen > 0)
-    inner = blocks[torch.arange(batch), chosen[:, 0]]  # (B, block)
+    inner = blocks[torch.arange(batch, device=weights.device), chosen[:, 0]]  # (B, block)
     offset = torch.searchsorted(inner.cumsum(-1), target - before, right=True)[:, 0].clamp_(max=block - 1)
     return chosen[:, 0] * block + _last_positive(inner, offset), total
 
@@ -60,7 +60,7 @@ def _last_positive(weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     picked = weights.gather(1, index[:, None])[:, 0]
     if bool((picked > 0).all()):
         return index
-    positions = torch.arange(weights.shape[1]).expand_as(weights)
+    positions = torch.arange(weights.shape[1], device=weights.device).expand_as(weights)
     last = torch.where(weights > 0, positions, -1).amax(-1)
     return torch.where(picked > 0, index, last)
 
@@ -73,7 +73,7 @@ def _argmax(values: torch.Tensor) -> torch.Tensor:
         return values.float().argmax(-1)
     blocks = values.view(batch, vocab // block, block)
     best_block = blocks.amax(-1).float().argmax(-1)  # the first block holding the maximum
-    inner = blocks[torch.arange(batch), best_block].float().argmax(-1)
+    inner = blocks[torch.arange(batch, device=values.device), best_block].float().argmax(-1)
     return best_block * block + inner
 
 
@@ -94,7 +94,7 @@ def pick_tokens(
     whose ``banned_ids`` (S,) may not be chosen (stop tokens before ``min_new_tokens``). ``workspace``: an fp32
     tensor of at least (B, V) to work in (allocated when None). Processing order follows transformers: ban,
     temperature, top-k, then top-p on what top-k kept (renormalised); top-p keeps the smallest set of most
-    likely tokens whose probability reaches ``top_p``.
+    likely tokens whose probability reaches ``top_p``. Every tensor is on the logits' device; so are the results.
     """
     batch, vocab = logits.shape
     ban = (
@@ -108,7 +108,7 @@ def pick_tokens(
         return _argmax(logits), None
 
     if workspace is None or workspace.shape[0] < batch or workspace.shape[1] != vocab:
-        workspace = torch.empty(batch, vocab, dtype=torch.float32)
+        workspace = torch.empty(batch, vocab, dtype=torch.float32, device=logits.device)
     x = workspace[:batch]
     x.copy_(logits)
     if not greedy and temperature != 1.0:
@@ -117,7 +117,7 @@ def pick_tokens(
     if ban:
         rows = banned_rows.nonzero()  # (R, 1)
         if want_logps:  # the policy's normaliser includes the banned tokens
-            banned_values = torch.full((batch, banned_ids.numel()), NEG_INF)
+            banned_values = torch.full((batch, banned_ids.numel()), NEG_INF, device=x.device)
             banned_values[rows[:, 0]] = x[rows, banned_ids[None, :]]
         x[rows, banned_ids[None, :]] = NEG_INF
 
@@ -167,8 +167,8 @@ def _top_p(weights: torch.Tensor, total: torch.Tensor, uniforms: torch.Tensor, t
     with a full sort (~1 ms per row). Exact in every case.
     """
     batch, vocab = weights.shape
-    tokens = torch.empty(batch, dtype=torch.long)
-    todo = torch.arange(batch)
+    tokens = torch.empty(batch, dtype=torch.long, device=weights.device)
+    todo = torch.arange(batch, device=weights.device)
     for width in (64, 1024, vocab):
         rows = weights if todo.numel() == batch else weights.index_select(0, todo)
         if width >= vocab:

@@ -81,14 +81,15 @@ def _check_outputs(cfg: SampleConfig) -> dict[str, Path]:
 
 def load_policy(cfg: SampleConfig) -> tuple[Any, Any, str]:
     """(model, tokenizer, base model name) for --model, or for --policy RUN (adapter on its base, or a
-    full checkpoint: the run dir itself or PPO's RUN/policy)."""
+    full checkpoint: the run dir itself or PPO's RUN/policy). The model is on `registry.default_device`."""
     from alignkit.models import lora, registry
 
     trust = cfg.trust_remote_code
+    device = registry.default_device()
     if cfg.policy is None:
         name = cfg.model or DEFAULT_MODEL
         tokenizer = registry.load_tokenizer(name, trust_remote_code=trust)
-        model = registry.load_model(name, cfg.dtype, trust, tokenizer=tokenizer)
+        model = registry.load_model(name, cfg.dtype, trust, device=device, tokenizer=tokenizer)
         local = Path(name).expanduser()
         base = (
             registry.adapter_base(local) if registry.is_adapter_dir(local) else name
@@ -102,20 +103,22 @@ def load_policy(cfg: SampleConfig) -> tuple[Any, Any, str]:
     if registry.is_adapter_dir(run):
         base = cfg.model or registry.adapter_base(run)
         tokenizer = registry.load_tokenizer(str(run), trust_remote_code=trust)
-        model = registry.load_model(base, cfg.dtype, trust, tokenizer=tokenizer)
+        model = registry.load_model(base, cfg.dtype, trust, device=device, tokenizer=tokenizer)
         adapter = str(registry.read_model_meta(run).get("adapter") or "default")
         return lora.load_adapter(model, run, adapter), tokenizer, base
     if cfg.model is not None:
         raise ConfigError(f"--policy {cfg.policy} is a full checkpoint (no LoRA adapter); drop --model")
     folder = run / "policy" if (run / "policy" / "config.json").is_file() else run  # PPO full fine-tune
     tokenizer = registry.load_tokenizer(str(folder), trust_remote_code=trust)
-    return registry.load_model(str(folder), cfg.dtype, trust, tokenizer=tokenizer), tokenizer, str(folder)
+    model = registry.load_model(str(folder), cfg.dtype, trust, device=device, tokenizer=tokenizer)
+    return model, tokenizer, str(folder)
 
 
 def _load_rewards(cfg: SampleConfig, model: Any, base: str):
     """The `RewardSet`; same-base LoRA reward models become extra adapters on a LoRA policy's base."""
     from peft import PeftModel
 
+    from alignkit.models.registry import default_device
     from alignkit.rewards import load_reward_set
 
     shared = isinstance(model, PeftModel)
@@ -124,10 +127,12 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
         cfg.reward_weight or None,
         combine="gate" if cfg.gate else cfg.combine,
         gate=cfg.gate,
+        gate_option="--gate",  # errors name the flag `alignkit sample` takes
         dtype=cfg.dtype,
         shared_model=model if shared else None,
         shared_base=base if shared else None,
         forward_batch_size=cfg.score_batch_size,
+        device=default_device(),
     )
 
 

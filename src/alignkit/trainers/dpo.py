@@ -43,7 +43,8 @@ def pair_metrics(
     Implicit reward r = beta * (log pi(y|x) - log pi_ref(y|x)) (Rafailov et al. 2023, sec. 5).
     ``accuracy`` = mean of 1[r_w > r_l] + 0.5 * 1[r_w == r_l] (ties count half, so an untrained adapter
     scores exactly 0.5); ``margin`` = mean(r_w - r_l); ``loss`` = mean(-log sigmoid(r_w - r_l)), the DPO
-    loss at this beta whatever ``--loss`` trained; ``kl_ref`` = mean(log pi(y_w|x) - log pi_ref(y_w|x)).
+    loss at this beta whatever ``--loss`` trained; ``logratio_chosen`` = mean(log pi(y_w|x) - log pi_ref(y_w|x)),
+    a log-ratio on fixed answers (not a KL: it is negative when training pushes chosen answers down too).
     """
     reward_chosen = beta * (chosen_logps - ref_chosen_logps)  # (B,)
     reward_rejected = beta * (rejected_logps - ref_rejected_logps)  # (B,)
@@ -54,12 +55,39 @@ def pair_metrics(
         "eval_accuracy": wins.mean().item(),
         "eval_margin": diff.mean().item(),
         "eval_loss": (-F.logsigmoid(diff)).mean().item(),
-        "eval_kl_ref": (chosen_logps - ref_chosen_logps).mean().item(),
+        "eval_logratio_chosen": (chosen_logps - ref_chosen_logps).mean().item(),
         "eval_reward_chosen": reward_chosen.mean().item(),
         "eval_reward_rejected": reward_rejected.mean().item(),
         "eval_logps_chosen": chosen_logps.mean().item(),
         "eval_logps_rejected": rejected_logps.mean().item(),
     }
+
+
+KL_PROMPTS = 32  # held-out prompts sampled once each for the KL estimate at the end of training
+KL_NEW_TOKENS = 64
+
+
+def _sampled_kl(model: Any, setup: Any, cfg: DPOConfig) -> dict[str, Any]:
+    """KL(policy || reference) on held-out prompts, from the policy's own samples (`evaluation.policy`)."""
+    import contextlib
+
+    from alignkit.evaluation.policy import sampled_kl
+    from alignkit.models import lora
+
+    prompts = list(dict.fromkeys(r.prompt for r in setup.eval))[:KL_PROMPTS]
+    if setup.ref_model is not None:
+        reference = lambda: contextlib.nullcontext(setup.ref_model)  # noqa: E731
+    elif lora.adapter_names(model):
+        reference = lambda: lora.reference(model)  # noqa: E731
+    else:  # precomputed reference log-probs without LoRA: no reference model is kept
+        return {"eval_kl_ref": None, "eval_kl_ref_stderr": None, "eval_kl_prompts": 0}
+    was_training = model.training
+    model.eval()
+    try:
+        kl, err = sampled_kl(model, reference, setup.policy.tokenizer, prompts, KL_NEW_TOKENS, 1.0, cfg.seed)
+    finally:
+        model.train(was_training)
+    return {"eval_kl_ref": kl, "eval_kl_ref_stderr": err, "eval_kl_prompts": len(prompts)}
 
 
 def _sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -122,11 +150,9 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    common.quiet_libraries()
-    console.rule(f"alignkit dpo ({cfg.loss}, beta {cfg.beta})")
-    setup = common.prepare(cfg, "preference", needs_reference=True)
-    procs = setup.procs
-    run = common.open_run(COMMAND, cfg, procs)
+    title = f"alignkit dpo ({cfg.loss}, beta {cfg.beta})"
+    setup = common.prepare(cfg, "preference", needs_reference=True, title=title)
+    run = common.open_run(COMMAND, cfg, setup.procs)
     args = common.training_args(
         TRLDPOConfig,
         cfg,
@@ -137,64 +163,58 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
         loss_weights=cfg.loss_weights,
         label_smoothing=cfg.label_smoothing,
         precompute_ref_log_probs=cfg.precompute_ref,
-        per_device_eval_batch_size=cfg.eval_batch_size,
         eval_strategy="no",  # held-out evaluation is ours (evaluate_pairs), at --eval-every and at the end
     )
-    callback = common.RunCallback(run, procs, cfg.keep_checkpoints)
-    trainer = DPOTrainer(
-        model=setup.policy.model,
-        ref_model=setup.ref_model,
-        args=args,
-        train_dataset=common.to_dataset(setup.train, "preference"),
-        eval_dataset=common.to_dataset(setup.eval, "preference") if setup.eval else None,
-        processing_class=setup.policy.tokenizer,
-        peft_config=setup.policy.peft_config,
-        callbacks=[callback],
-    )
-    common.drop_printer(trainer)
+    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = common.build_trainer(DPOTrainer, setup, args, callback, "preference", ref_model=setup.ref_model)
     history: list[dict[str, Any]] = []
 
     def held_out(step: int) -> dict[str, Any]:
         metrics = evaluate_pairs(trainer, trainer.eval_dataset, cfg.beta)
         history.append({"step": step, **metrics})
-        if procs.main:
+        if setup.procs.main:
             run.log(step, {"eval/" + k.removeprefix("eval_"): v for k, v in metrics.items()})
         return metrics
 
     if setup.eval and cfg.eval_every > 0:
         callback.every(cfg.eval_every, held_out)
-    result = common.train(trainer, callback, run, cfg, "dpo")
+    result = common.train(trainer, callback, run, cfg, COMMAND)
     final = held_out(result.steps) if setup.eval else {"eval_pairs": 0}
-    process_steps = common.gather_steps(callback, procs)
-    if not procs.main:
-        return {}
-    outputs = common.save_outputs(trainer, setup.policy, run, cfg, COMMAND)
-    trends = {
-        "logps_chosen": common.trend(common.series(callback.rows, "logps/chosen")),
-        "logps_rejected": common.trend(common.series(callback.rows, "logps/rejected")),
-        "reward_margin": common.trend(common.series(callback.rows, "reward/margin")),
-    }
-    warn_falling_chosen(trends["logps_chosen"])
-    report = {
-        **common.base_report(COMMAND, run, setup, result, callback, process_steps),
-        "eval_accuracy": final.get("eval_accuracy"),
-        "eval_margin": final.get("eval_margin"),
-        "eval_pairs": final.get("eval_pairs", 0),
-        "eval_loss": final.get("eval_loss"),
-        "eval_kl_ref": final.get("eval_kl_ref"),
-        "eval_reward_chosen": final.get("eval_reward_chosen"),
-        "eval_reward_rejected": final.get("eval_reward_rejected"),
-        "train_pairs": len(setup.train),
-        "skipped_identical_pairs": len(setup.stats.identical_skipped),
-        "loss": cfg.loss,
-        "beta": cfg.beta,
-        "reference": setup.reference,
-        "trends": trends,
-        "eval_history": history[:-1],
-        **common.run_facts(setup, result, process_steps),
-        **outputs,
-    }
-    return common.finish(run, cfg, report, "dpo report")
+    if setup.eval and setup.procs.main:
+        final.update(_sampled_kl(trainer.model, setup, cfg))
+        run.log(
+            result.steps,
+            {"eval/kl_ref": final["eval_kl_ref"], "eval/kl_ref_stderr": final["eval_kl_ref_stderr"]},
+        )
+
+    def fields() -> dict[str, Any]:
+        trends = {
+            "logps_chosen": common.trend(common.series(callback.rows, "logps/chosen")),
+            "logps_rejected": common.trend(common.series(callback.rows, "logps/rejected")),
+            "reward_margin": common.trend(common.series(callback.rows, "reward/margin")),
+        }
+        warn_falling_chosen(trends["logps_chosen"])
+        return {
+            "eval_accuracy": final.get("eval_accuracy"),
+            "eval_margin": final.get("eval_margin"),
+            "eval_pairs": final.get("eval_pairs", 0),
+            "eval_loss": final.get("eval_loss"),
+            "eval_kl_ref": final.get("eval_kl_ref"),
+            "eval_kl_ref_stderr": final.get("eval_kl_ref_stderr"),
+            "eval_kl_prompts": final.get("eval_kl_prompts"),
+            "eval_logratio_chosen": final.get("eval_logratio_chosen"),
+            "eval_reward_chosen": final.get("eval_reward_chosen"),
+            "eval_reward_rejected": final.get("eval_reward_rejected"),
+            "train_pairs": len(setup.train),
+            "skipped_identical_pairs": len(setup.stats.identical_skipped),
+            "loss": cfg.loss,
+            "beta": cfg.beta,
+            "reference": setup.reference,
+            "trends": trends,
+            "eval_history": history[:-1],
+        }
+
+    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)
 
 
 def warn_falling_chosen(chosen: dict[str, Any] | None) -> None:

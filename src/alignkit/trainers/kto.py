@@ -90,17 +90,15 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
     from trl import KTOConfig as TRLKTOConfig
     from trl import KTOTrainer
 
-    common.quiet_libraries()
-    console.rule(f"alignkit kto ({cfg.loss}, beta {cfg.beta})")
-    setup = common.prepare(cfg, "unpaired", needs_reference=True)
-    procs = setup.procs
+    title = f"alignkit kto ({cfg.loss}, beta {cfg.beta})"
+    setup = common.prepare(cfg, "unpaired", needs_reference=True, title=title)
     random.Random(cfg.seed).shuffle(setup.train)  # TRL reads KTO data in order (see module docstring)
     n_desirable = sum(1 for r in setup.train if r.label)
     n_undesirable = len(setup.train) - n_desirable
     lam_d, lam_u, message = class_weights(
         n_desirable, n_undesirable, cfg.desirable_weight, cfg.undesirable_weight
     )
-    if message and procs.main:
+    if message and setup.procs.main:
         one_class = n_desirable == 0 or n_undesirable == 0
         given = cfg.desirable_weight is not None or cfg.undesirable_weight is not None
         if one_class or given:  # something the user should act on
@@ -108,8 +106,7 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
         else:  # alignkit balanced the classes itself
             console.info(message)
 
-    run = common.open_run(COMMAND, cfg, procs)
-    evaluate = bool(setup.eval)
+    run = common.open_run(COMMAND, cfg, setup.procs)
     args = common.training_args(
         TRLKTOConfig,
         cfg,
@@ -120,51 +117,35 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
         desirable_weight=lam_d,
         undesirable_weight=lam_u,
         precompute_ref_log_probs=cfg.precompute_ref,
-        per_device_eval_batch_size=cfg.eval_batch_size,
         train_sampling_strategy="sequential",  # TRL's KL estimate pairs neighbours; we shuffled above
-        eval_strategy="steps" if evaluate and cfg.eval_every > 0 else "no",
-        eval_steps=cfg.eval_every if cfg.eval_every > 0 else None,
+        **common.eval_args(cfg, bool(setup.eval)),
     )
-    callback = common.RunCallback(run, procs, cfg.keep_checkpoints)
-    trainer = KTOTrainer(
-        model=setup.policy.model,
-        ref_model=setup.ref_model,
-        args=args,
-        train_dataset=common.to_dataset(setup.train, "unpaired"),
-        eval_dataset=common.to_dataset(setup.eval, "unpaired") if evaluate else None,
-        processing_class=setup.policy.tokenizer,
-        peft_config=setup.policy.peft_config,
-        callbacks=[callback],
-    )
-    common.drop_printer(trainer)
-    result = common.train(trainer, callback, run, cfg, "kto")
-    final = trainer.evaluate() if evaluate else {}
-    process_steps = common.gather_steps(callback, procs)
-    if not procs.main:
-        return {}
-    outputs = common.save_outputs(trainer, setup.policy, run, cfg, COMMAND)
-    report = {
-        **common.base_report(COMMAND, run, setup, result, callback, process_steps),
-        "eval_loss": final.get("eval_loss"),
-        "eval_examples": len(setup.eval),
-        "eval_margin": final.get("eval_rewards/margins"),
-        "eval_kl": final.get("eval_kl"),
-        "eval_reward_desirable": final.get("eval_rewards/chosen"),
-        "eval_reward_undesirable": final.get("eval_rewards/rejected"),
-        "train_desirable": n_desirable,
-        "train_undesirable": n_undesirable,
-        "desirable_weight": lam_d,
-        "undesirable_weight": lam_u,
-        "balance_note": message,
-        "loss": cfg.loss,
-        "beta": cfg.beta,
-        "reference": setup.reference,
-        "trends": {
-            "logps_desirable": common.trend(common.series(callback.rows, "logps/chosen")),
-            "logps_undesirable": common.trend(common.series(callback.rows, "logps/rejected")),
-        },
-        "eval_history": callback.eval_rows[:-1] if evaluate else [],
-        **common.run_facts(setup, result, process_steps),
-        **outputs,
-    }
-    return common.finish(run, cfg, report, "kto report")
+    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = common.build_trainer(KTOTrainer, setup, args, callback, "unpaired", ref_model=setup.ref_model)
+    result = common.train(trainer, callback, run, cfg, COMMAND)
+    final = trainer.evaluate() if setup.eval else {}
+
+    def fields() -> dict[str, Any]:
+        return {
+            "eval_loss": final.get("eval_loss"),
+            "eval_examples": len(setup.eval),
+            "eval_margin": final.get("eval_rewards/margins"),
+            "eval_kl": final.get("eval_kl"),
+            "eval_reward_desirable": final.get("eval_rewards/chosen"),
+            "eval_reward_undesirable": final.get("eval_rewards/rejected"),
+            "train_desirable": n_desirable,
+            "train_undesirable": n_undesirable,
+            "desirable_weight": lam_d,
+            "undesirable_weight": lam_u,
+            "balance_note": message,
+            "loss": cfg.loss,
+            "beta": cfg.beta,
+            "reference": setup.reference,
+            "trends": {
+                "logps_desirable": common.trend(common.series(callback.rows, "logps/chosen")),
+                "logps_undesirable": common.trend(common.series(callback.rows, "logps/rejected")),
+            },
+            "eval_history": callback.eval_rows[:-1] if setup.eval else [],
+        }
+
+    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)

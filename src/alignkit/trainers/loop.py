@@ -377,7 +377,9 @@ def load_checkpoint(
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name].to(p.dtype))
-    blob = torch.load(path / "optimizer.pt", weights_only=True)  # our own file; weights_only all the same
+    # Our own file; weights_only all the same. On the CPU first: load_state_dict moves each moment to its
+    # parameter's device, so a run saved on a GPU resumes anywhere.
+    blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     _set_rng_state(blob["rng"])

@@ -48,7 +48,20 @@ from alignkit.trainers.ppo_rollout import Experience, evaluate_policy, make_expe
 from alignkit.watch import Watch
 
 # Metrics averaged over processes at the end of a step (the rest are this process's or already global).
-_LOCAL_PREFIXES = ("ppo/", "reward/", "gen/", "value/", "kl/ref", "kl/penalty")
+_LOCAL_PREFIXES = ("ppo/", "reward/", "gen/", "value/", "kl/ref", "kl/penalty", "gold/")
+
+
+def _gold_scorer(cfg: PPOConfig):
+    """The held-out gold scorer of --gold-reward-model / --gold-judge simulated, or None."""
+    from alignkit.evaluation.policy import reward_scorer, simulated_scorer
+
+    if cfg.gold_reward_model:
+        return reward_scorer(
+            cfg.gold_reward_model, [], "sum", None, cfg.dtype, cfg.forward_batch_size, "gold"
+        )
+    if cfg.gold_judge is not None:
+        return simulated_scorer("gold: simulated")
+    return None
 
 
 # ------------------------------------------------------------------------------------------- the update
@@ -126,6 +139,7 @@ def _micro_batch_backward(
     is backpropagated right after its own forward pass: the activations of only one forward pass are
     alive at a time, which halves the update's peak memory for the same gradient.
     """
+    idx = idx.to(exp.sequence_ids.device)  # the rollout is on the models' device; the shuffle on the CPU
     ids, mask = exp.sequence_ids[idx], exp.sequence_mask[idx]
     response_ids, response_mask = exp.response_ids[idx], exp.response_mask[idx]
     with models.as_policy() as policy:
@@ -249,6 +263,7 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
         shared_model=models.policy if models.lora else None,
         shared_base=models.base_name,
         forward_batch_size=cfg.forward_batch_size,
+        device=models.device,
     )
     if cfg.value_init == "reward" and not init_value_from_reward(models, Path(reward_set_path(cfg, 0))):
         console.info(
@@ -257,6 +272,7 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
     if dist.is_main:
         print_roles(models, reward_set.members)
     suffix = template_suffix_ids(models.tokenizer)
+    gold = _gold_scorer(cfg)
 
     params = models.trainable()
     optimizer = loop.build_optimizer(params, cfg.lr, cfg.weight_decay)
@@ -269,7 +285,12 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
         else FixedKLController(cfg.kl_coef)
     )
     moments = RunningMoments()
-    watch = Watch(kl_target=cfg.kl_target, length_drift=cfg.length_drift_warn)
+    advice = (
+        "The adaptive controller raises the KL coefficient; if it keeps growing, lower --lr or use a smaller --kl-horizon"
+        if cfg.adaptive_kl
+        else "Raise --kl-coef or use --adaptive-kl"
+    )
+    watch = Watch(kl_target=cfg.kl_target, length_drift=cfg.length_drift_warn, kl_advice=advice)
     cursor = loop.BatchCursor()
     step = 0
     warnings_seen: list[str] = []
@@ -331,7 +352,9 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
             indices = next(batches)
             prompts = [train_prompts[i] for i in indices]
             t0 = time.perf_counter()
-            exp = make_experience(models, reward_set, prompts, cfg, step, kl_ctl.value, moments, dist, suffix)
+            exp = make_experience(
+                models, reward_set, prompts, cfg, step, kl_ctl.value, moments, dist, suffix, gold=gold
+            )
             t1 = time.perf_counter()
             update_stats = ppo_update(models, exp, params, optimizer, cfg, step, dist, checkpoint)
             scheduler.step()

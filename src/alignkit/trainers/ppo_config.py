@@ -47,6 +47,11 @@ class PPOConfig(TrainConfig):
     gate penalty (or its own score, Llama 2 style), else the weighted sum of the other models."""
     reward_gate_penalty: float | None = None
     """Fixed score given below the gate's threshold; unset: use the gate model's own score (Llama 2)."""
+    gold_reward_model: list[str] = field(default_factory=list)
+    """Held-out gold reward model(s), never trained against: logged as `gold/score` beside `reward/score`, so
+    over-optimisation (proxy up, gold down; Gao et al. 2022) shows during training."""
+    gold_judge: str | None = None
+    """`simulated`: log the simulated annotator's score (the demo's gold rule) as `gold/score` every step."""
     policy: str | None = None
     """Model to start the policy from (and the reference): a checkpoint, or an adapter run dir. Default --model."""
     sft: str | None = None
@@ -115,6 +120,13 @@ class PPOConfig(TrainConfig):
     """Warn when the mean response length moves by this fraction from the first rollouts'."""
 
     def validate(self) -> None:
+        if self.gold_judge is not None and self.gold_judge.strip().lower() != "simulated":
+            raise ConfigError(
+                f"--gold-judge {self.gold_judge!r}: ppo logs a pointwise gold score, so only `simulated` is "
+                "supported here; for an LM or HTTP judge use `alignkit eval policy --gold-judge` on checkpoints"
+            )
+        if self.gold_judge is not None and self.gold_reward_model:
+            raise ConfigError("give one gold: --gold-reward-model or --gold-judge")
         if self.prompts is not None and self.data is not None and self.prompts != self.data:
             raise ConfigError("give the prompts once: --prompts (or its alias --data), not both")
         if self.prompts is None:

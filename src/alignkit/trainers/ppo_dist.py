@@ -22,9 +22,12 @@ class Dist:
     def __init__(self) -> None:
         from accelerate import PartialState
 
-        self.state = PartialState(cpu=True) if not torch.cuda.is_available() else PartialState()
+        from alignkit.models.registry import default_device
+
+        self.state = PartialState(cpu=default_device().type == "cpu")  # cpu: a gloo group under torchrun
         self.world = int(self.state.num_processes)
         self.rank = int(self.state.process_index)
+        self.device = self.state.device  # where collectives run: NCCL reduces CUDA tensors only
 
     @property
     def is_main(self) -> bool:
@@ -36,15 +39,17 @@ class Dist:
             return float(value)
         from accelerate.utils import reduce
 
-        return float(reduce(torch.tensor(float(value), dtype=torch.float64), reduction="mean"))
+        return float(
+            reduce(torch.tensor(float(value), dtype=torch.float64, device=self.device), reduction="mean")
+        )
 
     def gather(self, tensor: Tensor) -> Tensor:
-        """Concatenate a (B, ...) tensor from every process (in rank order)."""
+        """Concatenate a (B, ...) tensor from every process (in rank order), on the collectives' device."""
         if self.world == 1:
             return tensor
         from accelerate.utils import gather
 
-        return gather(tensor.contiguous())
+        return gather(tensor.to(self.device).contiguous())
 
     def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
         """All-reduce the gradients of ``params`` to their mean, in one flat buffer (one collective)."""
@@ -77,5 +82,11 @@ class Dist:
             )
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.world == 1:
+            return
+        if self.device.type == "cpu":
+            # accelerate's barrier passes device_ids=[local rank], and torch then touches cuda:<rank> when CUDA is
+            # available: CPU processes on a one-GPU machine (ALIGNKIT_DEVICE=cpu) would fail on rank 1.
+            torch.distributed.barrier()
+        else:
             self.state.wait_for_everyone()

@@ -19,7 +19,8 @@ third copy with its head. See docs/ppo.md for the memory arithmetic.
 
 Every forward here takes the layout the sampler packs: ``ids`` (B, P + R) = left-padded
 prompt then right-padded response, ``mask`` True on real tokens; positions are
-``cumsum(mask) - 1`` so padding never shifts a row. Hidden states are sliced to the
+``cumsum(mask) - 1`` so padding never shifts a row. Inputs are moved to the model's
+device (`registry.default_device` at load time) and results come back there. Hidden states are sliced to the
 R positions that predict response tokens *before* the LM head (P - 1 ... P + R - 2):
 prompt positions never pay for the (H x V) vocabulary projection.
 """
@@ -88,6 +89,11 @@ class PPOModels:
     notes: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     _tuner_layers: list[nn.Module] | None = None  # LoRA layers, found once (adapters only change by loading)
+
+    @property
+    def device(self) -> torch.device:
+        """Where every role's weights (and the rollout's tensors) live."""
+        return next(self.policy.parameters()).device
 
     @contextlib.contextmanager
     def training(self) -> Iterator[None]:
@@ -167,7 +173,9 @@ class PPOModels:
 
     def _hidden(self, model: nn.Module, ids: Tensor, mask: Tensor, response_len: int) -> Tensor:
         """Hidden states (B, R, H) at the R positions that predict the response tokens."""
-        with autocast(self.precision), self._no_lora_upcast():
+        device = next(model.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
+        with autocast(self.precision, device.type), self._no_lora_upcast():
             out = lora.backbone(model)(
                 input_ids=ids, attention_mask=mask.long(), position_ids=positions_of(mask), use_cache=False
             )
@@ -178,7 +186,7 @@ class PPOModels:
 
     def _logits(self, model: nn.Module, hidden: Tensor) -> Tensor:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        with autocast(self.precision):
+        with autocast(self.precision, hidden.device.type):
             return base.get_output_embeddings()(hidden)  # (B, R, V)
 
     def token_logps(
@@ -196,7 +204,7 @@ class PPOModels:
         """
         hidden = self._hidden(model, ids, mask, response_ids.shape[1])
         logits = self._logits(model, hidden)
-        logps = logprobs_from_logits(logits, response_ids, temperature)
+        logps = logprobs_from_logits(logits, response_ids.to(logits.device), temperature)
         entropy = None
         if with_entropy:
             with torch.no_grad():
@@ -272,14 +280,19 @@ def _starting_point(cfg: PPOConfig) -> tuple[str, Path | None]:
 
 
 def build_models(cfg: PPOConfig) -> PPOModels:
-    """Load the base once and set up the roles for ``cfg`` (LoRA or full fine-tuning)."""
-    precision = resolve_precision(cfg.dtype, lora=cfg.lora)
+    """Load the base once and set up the roles for ``cfg`` (LoRA or full fine-tuning), on `default_device`."""
+    device = registry.default_device()
+    precision = resolve_precision(cfg.dtype, lora=cfg.lora, device=device)
     base_name, sft_dir = _starting_point(cfg)
     tokenizer = registry.load_tokenizer(
         base_name, padding_side="left", trust_remote_code=cfg.trust_remote_code
     )
     base = registry.load_model(
-        base_name, dtype=precision.frozen_dtype, trust_remote_code=cfg.trust_remote_code, tokenizer=tokenizer
+        base_name,
+        dtype=precision.frozen_dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        device=device,
+        tokenizer=tokenizer,
     )
     notes: list[str] = []
     if cfg.disable_dropout:
@@ -299,7 +312,7 @@ def build_models(cfg: PPOConfig) -> PPOModels:
         if cfg.disable_dropout:
             disable_dropout(model)
         model.eval()  # dropout is off; eval mode also keeps it off if a config re-enables it
-        value_head = heads.ScalarHead(hidden_size, init="value")
+        value_head = heads.ScalarHead(hidden_size, init="value").to(device)
         models = PPOModels(
             model, tokenizer, precision, value_head, base_name, True,
             reference_adapter=SFT if sft_dir is not None else None, notes=notes,
@@ -318,7 +331,7 @@ def build_models(cfg: PPOConfig) -> PPOModels:
     base.requires_grad_(True)
     for m in (base, value_model):
         m.eval()
-    value_head = heads.ScalarHead(hidden_size, init="value")
+    value_head = heads.ScalarHead(hidden_size, init="value").to(device)
     models = PPOModels(
         base, tokenizer, precision, value_head, base_name, False,
         reference_model=reference, value_model=value_model, notes=notes,

@@ -13,7 +13,8 @@ One call of :func:`make_experience` is the "rollout" half of a PPO step:
    advantage whitening.
 
 Notation: B prompts on this process, P prompt tokens (left-padded), R response tokens
-(right-padded).
+(right-padded). Every tensor of an `Experience` is on the models' device (`PPOModels.device`),
+so the update indexes its minibatches there without copies.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from alignkit.losses.ppo import (
     per_token_rewards,
 )
 from alignkit.rewards import RewardSet, TokenBatch, pad_rows
-from alignkit.sampling import SamplingSettings, generate
+from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.trainers.ppo_config import PPOConfig
 from alignkit.trainers.ppo_dist import Dist
 from alignkit.trainers.ppo_models import PPOModels
@@ -86,8 +87,12 @@ def make_experience(
     moments: RunningMoments,
     dist: Dist,
     suffix_ids: list[int],
+    gold: Any = None,
 ) -> Experience:
-    """Sample, score and compute advantages for ``prompts`` (this process's shard of the step)."""
+    """Sample, score and compute advantages for ``prompts`` (this process's shard of the step).
+
+    ``gold``: an optional `evaluation.compare.PointScorer` logged as ``gold/score``; it never enters the reward.
+    """
     t0 = time.perf_counter()
     settings = SamplingSettings(
         max_new_tokens=cfg.max_new_tokens,
@@ -103,14 +108,15 @@ def make_experience(
         batch = generate(policy, models.tokenizer, prompts, settings)
     t_gen = time.perf_counter() - t0
     packed = batch.to_tensors()
-    ids, mask = packed.sequence_ids, packed.sequence_mask
-    response_ids, response_mask = packed.response_ids, packed.response_mask
+    device = models.device  # the rollout lives where the models are (no-op moves on the CPU)
+    ids, mask = packed.sequence_ids.to(device), packed.sequence_mask.to(device)
+    response_ids, response_mask = packed.response_ids.to(device), packed.response_mask.to(device)
     B, R = response_ids.shape
 
     # 2. no-grad forwards in the training precision (Huang et al.: same temperature everywhere)
-    old_logps = torch.zeros(B, R)
-    ref_logps = torch.zeros(B, R)
-    values = torch.zeros(B, R)
+    old_logps = torch.zeros(B, R, device=device)
+    ref_logps = torch.zeros(B, R, device=device)
+    values = torch.zeros(B, R, device=device)
     for rows in _chunks(B, cfg.forward_batch_size):
         if cfg.recompute_logprobs:
             with models.as_policy() as policy:
@@ -125,8 +131,8 @@ def make_experience(
             values[rows] = models.values(value_model, ids[rows], mask[rows], R)
     if not cfg.recompute_logprobs:
         assert packed.token_logps is not None
-        old_logps = packed.token_logps.clone()
-    zero = torch.zeros(())
+        old_logps = packed.token_logps.to(device, copy=True)
+    zero = torch.zeros((), device=device)
     old_logps = torch.where(response_mask, old_logps, zero)
     ref_logps = torch.where(response_mask, ref_logps, zero)
     values = torch.where(response_mask, values, zero)
@@ -144,8 +150,9 @@ def make_experience(
         assert g.prompt_index == i
     rm_ids, rm_mask = pad_rows(rows_for_rm, models.tokenizer.pad_token_id)
     token_batch = TokenBatch(rm_ids, rm_mask.bool(), models.tokenizer)
-    finished = packed.finished
-    raw_scores, per_model = rewards.score(prompts, batch.texts, token_batch, finished.tolist())
+    finished = packed.finished.to(device)
+    raw_scores, per_model = rewards.score(prompts, batch.texts, token_batch, packed.finished.tolist())
+    raw_scores = raw_scores.to(device)  # reward models return CPU scores
     t_score = time.perf_counter() - t0 - t_gen
 
     # 4. score shaping: normalise (running statistics over every process), clip, penalise a missing EOS
@@ -191,6 +198,13 @@ def make_experience(
     }
     for name, s in per_model.items():
         metrics[f"reward/{name}"] = s.mean().item()
+    if gold is not None:
+        from alignkit.evaluation.policy import prompt_text
+        from alignkit.rewards import as_conversation
+
+        texts = [prompt_text(as_conversation(p)) for p in prompts]
+        gold_scores = gold.score(texts, batch.texts, packed.finished.tolist())
+        metrics["gold/score"] = sum(gold_scores) / max(len(gold_scores), 1)
     if cfg.score_norm != "none":
         metrics["reward/running_mean"] = moments.mean
         metrics["reward/running_std"] = moments.std
@@ -244,14 +258,16 @@ def evaluate_policy(
         with models.as_policy() as policy:
             batch = generate(policy, models.tokenizer, chunk, settings)
         packed = batch.to_tensors()
+        device = models.device
         ids, mask, response_ids, response_mask = (
-            packed.sequence_ids, packed.sequence_mask, packed.response_ids, packed.response_mask,
+            packed.sequence_ids.to(device), packed.sequence_mask.to(device),
+            packed.response_ids.to(device), packed.response_mask.to(device),
         )  # fmt: skip
         with models.as_policy() as policy:
             logps = models.token_logps(policy, ids, mask, response_ids, cfg.temperature)[0]
         with models.as_reference() as reference:
             ref_logps = models.token_logps(reference, ids, mask, response_ids, cfg.temperature)[0]
-        kl = torch.where(response_mask, logps - ref_logps, torch.zeros(())).sum(1)
+        kl = torch.where(response_mask, logps - ref_logps, torch.zeros((), device=device)).sum(1)
         rm_rows = [
             list(g.prompt_ids) + list(g.response_ids) + (suffix_ids if g.finished else []) for g in batch
         ]

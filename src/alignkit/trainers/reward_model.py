@@ -191,6 +191,7 @@ def load_reward_model(
     dtype: str = "auto",
     base_model: nn.Module | None = None,
     max_length: int | None = None,
+    device: str | torch.device | None = None,
 ) -> RewardModel:
     """Load a reward model for scoring (eval mode, frozen).
 
@@ -199,7 +200,8 @@ def load_reward_model(
     bf16, fp16 or fp32 (as for training: a bf16 base keeps the adapter and head fp32).
     ``base_model``: a causal LM already in memory (e.g. PPO's policy base) to attach the
     ``reward`` adapter to, instead of loading the base again. ``max_length`` defaults
-    to the one the model was trained with.
+    to the one the model was trained with. ``device``: where the model goes (None: the CPU; commands pass
+    `registry.default_device`); with ``base_model`` it is that model's device.
     """
     from alignkit.models.heads import load_head
     from alignkit.models.lora import load_adapter
@@ -210,8 +212,11 @@ def load_reward_model(
         raise ModelError(f"{path}: no such reward model directory")
     meta = read_model_meta(folder)
     lora = bool(meta.get("adapter"))
+    if base_model is not None:
+        device = next(base_model.parameters()).device
+    device = torch.device(device) if device is not None else torch.device("cpu")
     # Scoring trains nothing: every weight may live in the compute dtype (the head stays fp32).
-    precision = resolve_precision(dtype, lora=True)
+    precision = resolve_precision(dtype, lora=True, device=device)
     tokenizer = load_tokenizer(str(folder), padding_side="right")
     length = int(max_length or meta.get("max_length") or DEFAULT_MAX_LENGTH)
     if _is_sequence_classifier(folder):
@@ -229,19 +234,22 @@ def load_reward_model(
             )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
+        model.to(device)
         head = None
         adapter = None
     elif meta.get("kind") == KIND:
         if lora:
             base = base_model
             if base is None:
-                base = load_model(str(meta["base"]), dtype=precision.frozen_dtype, tokenizer=tokenizer)
+                base = load_model(
+                    str(meta["base"]), dtype=precision.frozen_dtype, device=device, tokenizer=tokenizer
+                )
             model = load_adapter(base, folder, ADAPTER_NAME, trainable=False)
             adapter = ADAPTER_NAME
         else:
-            model = load_model(str(folder), dtype=precision.frozen_dtype, tokenizer=tokenizer)
+            model = load_model(str(folder), dtype=precision.frozen_dtype, device=device, tokenizer=tokenizer)
             adapter = None
-        head = load_head(folder, KIND, hidden_size=model.config.hidden_size)
+        head = load_head(folder, KIND, hidden_size=model.config.hidden_size).to(device)
     else:
         raise ModelError(
             f"{folder}: not a reward model: expected an `alignkit rm` run dir (reward_model/ with "

@@ -150,7 +150,11 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     """Train, evaluate and save a reward model; return the summary that ``--json`` prints."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator()
+    from alignkit.models.registry import default_device
+
+    device = default_device()
+    # We place the model ourselves (on `device`); accelerate only wraps it for data parallelism.
+    accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     main = accelerator.is_main_process
     if not main:
         console.set_quiet(True)
@@ -160,9 +164,9 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     train_records, eval_records, data_info = load_comparisons(cfg)
     run = Run.create("rm", cfg.output, cfg, resume=cfg.resume) if main else Run(Path(cfg.output or "."))
     accelerator.wait_for_everyone()
-    precision = loop.resolve_precision(cfg.dtype, cfg.lora, accelerator.device)
+    precision = loop.resolve_precision(cfg.dtype, cfg.lora, device)
     rm = build_reward_model(cfg, precision)
-    rm.to(accelerator.device)
+    rm.to(device)
 
     train = prepare_comparisons(train_records, rm.tokenizer, cfg.max_length)
     report_prepared("train data", train, cfg.max_length)
@@ -249,6 +253,7 @@ def train_reward_model(
     )
     model, optimizer = accelerator.prepare(rm, optimizer)
     precision = rm.precision
+    device = next(rm.parameters()).device  # every batch tensor goes where the model is
     console.info(
         f"rm: {len(train.comparisons)} comparisons, {total_steps} steps of {cfg.batch_size} x {cfg.grad_accum}"
         f" x {world[1]} process(es), {precision.name}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'all weights'}"
@@ -271,7 +276,7 @@ def train_reward_model(
         while step < total_steps:
             started = time.perf_counter()
             batches = [
-                collate([train.comparisons[i] for i in next(stream)], rm.pad_id)
+                collate([train.comparisons[i] for i in next(stream)], rm.pad_id).to(device)
                 for _ in range(cfg.grad_accum)
             ]
             units = sum(b.comparisons for b in batches)

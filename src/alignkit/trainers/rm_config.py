@@ -113,24 +113,6 @@ class ScoreConfig:
             raise ConfigError("--output is required: the .jsonl file to write")
 
 
-@dataclass
-class ExportConfig:
-    """`alignkit export`: write a trained reward model as a plain transformers checkpoint."""
-
-    run: str = ""
-    """An `alignkit rm` run dir (or its reward_model/ dir)."""
-    output: str = ""
-    """Directory to write (AutoModelForSequenceClassification.from_pretrained loads it)."""
-    overwrite: bool = False
-    """Replace `output` if it exists."""
-    json: bool = False
-    """Print a one-object JSON summary on stdout."""
-
-    def validate(self) -> None:
-        if not self.output:
-            raise ConfigError("--output is required: the directory to write the checkpoint into")
-
-
 def _check_common(cfg) -> None:
     if not cfg.reward_model:
         raise ConfigError(

@@ -14,7 +14,7 @@ dropped and counted, never cut silently.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -218,6 +218,19 @@ class RewardBatch:
     @property
     def padding_efficiency(self) -> float:
         return self.real_tokens / max(1, self.input_ids.numel())
+
+    def to(self, device: torch.device | str) -> RewardBatch:
+        """The same batch with every tensor on ``device`` (the model's; a no-op copy-free on the CPU)."""
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return replace(
+            self,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            better_idx=move(self.better_idx),
+            worse_idx=move(self.worse_idx),
+            pair_weights=move(self.pair_weights),
+            margin=move(self.margin),
+        )
 
 
 def pair_count(ranks: Sequence[int]) -> int:

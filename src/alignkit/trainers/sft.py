@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from alignkit import console
 from alignkit.trainers import trl_common as common
 from alignkit.trainers.sft_config import SFTConfig
 
@@ -28,12 +27,8 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    common.quiet_libraries()
-    console.rule(f"alignkit sft ({cfg.loss})")
-    setup = common.prepare(cfg, "sft", needs_reference=False)
-    procs = setup.procs
-    run = common.open_run(COMMAND, cfg, procs)
-    evaluate = bool(setup.eval)
+    setup = common.prepare(cfg, "sft", needs_reference=False, title=f"alignkit sft ({cfg.loss})")
+    run = common.open_run(COMMAND, cfg, setup.procs)
     args = common.training_args(
         TRLSFTConfig,
         cfg,
@@ -43,38 +38,23 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         completion_only_loss=True,
         assistant_only_loss=False,
         packing=False,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        eval_strategy="steps" if evaluate and cfg.eval_every > 0 else "no",
-        eval_steps=cfg.eval_every if cfg.eval_every > 0 else None,
+        **common.eval_args(cfg, bool(setup.eval)),
     )
-    callback = common.RunCallback(run, procs, cfg.keep_checkpoints)
-    trainer = SFTTrainer(
-        model=setup.policy.model,
-        args=args,
-        train_dataset=common.to_dataset(setup.train, "sft"),
-        eval_dataset=common.to_dataset(setup.eval, "sft") if evaluate else None,
-        processing_class=setup.policy.tokenizer,
-        peft_config=setup.policy.peft_config,
-        callbacks=[callback],
-    )
-    common.drop_printer(trainer)
-    result = common.train(trainer, callback, run, cfg, "sft")
-    final = trainer.evaluate() if evaluate else {}
-    process_steps = common.gather_steps(callback, procs)
-    if not procs.main:
-        return {}
-    outputs = common.save_outputs(trainer, setup.policy, run, cfg, COMMAND)
-    eval_loss = final.get("eval_loss")
-    report = {
-        **common.base_report(COMMAND, run, setup, result, callback, process_steps),
-        "eval_loss": eval_loss,
-        "eval_examples": len(setup.eval),
-        "eval_perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
-        "eval_token_accuracy": final.get("eval_mean_token_accuracy"),
-        "train_examples": len(setup.train),
-        "loss": cfg.loss,
-        "eval_history": callback.eval_rows[:-1] if evaluate else [],
-        **common.run_facts(setup, result, process_steps),
-        **outputs,
-    }
-    return common.finish(run, cfg, report, "sft report")
+    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = common.build_trainer(SFTTrainer, setup, args, callback, "sft")
+    result = common.train(trainer, callback, run, cfg, COMMAND)
+    final = trainer.evaluate() if setup.eval else {}
+
+    def fields() -> dict[str, Any]:
+        eval_loss = final.get("eval_loss")
+        return {
+            "eval_loss": eval_loss,
+            "eval_examples": len(setup.eval),
+            "eval_perplexity": math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
+            "eval_token_accuracy": final.get("eval_mean_token_accuracy"),
+            "train_examples": len(setup.train),
+            "loss": cfg.loss,
+            "eval_history": callback.eval_rows[:-1] if setup.eval else [],
+        }
+
+    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)

@@ -10,11 +10,15 @@ to alignkit's plumbing, one small function per job:
 - `to_dataset`: `Record`s -> a `datasets.Dataset` in TRL's conversational format;
 - `load_policy` / `peft_config` / `resolve_precision`: the model from our registry, LoRA as a PEFT config
   (so TRL takes the reference from the same weights with the adapter disabled: no second copy);
-- `training_args`: our `TrainConfig` -> TRL's config (a `transformers.TrainingArguments`);
+- `prepare`: all of the above, in order, before the run dir is opened (a `Setup`);
+- `training_args` / `eval_args`: our `TrainConfig` -> TRL's config (a `transformers.TrainingArguments`);
+- `build_trainer`: TRL's trainer on the prepared policy and data, reporting through `RunCallback`;
 - `RunCallback`: TRL's logs -> our ``metrics.jsonl`` (`Run.log`) and console progress; HF checkpoints
   ``checkpoint-N`` -> our ``checkpoints/step-N``;
 - `train`: ``--resume`` -> ``trainer.train(resume_from_checkpoint=checkpoints/step-N)``;
-- `save_outputs` / `export_run`: the adapter (loadable by plain ``PeftModel.from_pretrained``), ``--merge``.
+- `save_outputs` / `export_run`: the adapter (loadable by plain ``PeftModel.from_pretrained``), ``--merge``;
+- `conclude`: after training, the model saved and report.json written (`base_report` + the command's
+  fields + `run_facts`).
 """
 
 from __future__ import annotations
@@ -443,13 +447,16 @@ class Setup:
     reference: str  # what the reference is, for the log and the report
 
 
-def prepare(cfg: TrainConfig, kind: str, needs_reference: bool) -> Setup:
+def prepare(cfg: TrainConfig, kind: str, needs_reference: bool, title: str) -> Setup:
     """Processes, precision, data (loaded, fitted to --max-length), policy and reference, in that order.
 
-    Data comes first so that a bad file fails before a model is loaded.
+    Quiets the libraries and prints ``title`` first. Data comes before the model so that a bad file fails
+    before a model is loaded.
     """
     from alignkit.models import lora
 
+    quiet_libraries()
+    console.rule(title)
     if not cfg.data:
         raise ConfigError(
             "--data is required: a data file (.jsonl .json .csv .parquet), a `datasets` folder or a hub name"
@@ -533,6 +540,7 @@ def training_args(trl_config_cls: type, cfg: TrainConfig, run: Run, precision: P
         bf16=precision.bf16,
         fp16=precision.fp16,
         gradient_checkpointing=bool(getattr(cfg, "gradient_checkpointing", False)),
+        per_device_eval_batch_size=getattr(cfg, "eval_batch_size", cfg.batch_size),
         logging_steps=cfg.log_every,
         logging_first_step=True,
         save_strategy="steps" if save else "no",
@@ -553,12 +561,38 @@ def training_args(trl_config_cls: type, cfg: TrainConfig, run: Run, precision: P
     return trl_config_cls(**args)
 
 
+def eval_args(cfg: TrainConfig, evaluate: bool) -> dict[str, Any]:
+    """`training_args` extras for TRL's own held-out evaluation: every ``--eval-every`` steps when there is
+    eval data (``evaluate``) and ``--eval-every`` > 0, else none during training."""
+    every = evaluate and cfg.eval_every > 0
+    return {"eval_strategy": "steps" if every else "no", "eval_steps": cfg.eval_every if every else None}
+
+
 def drop_printer(trainer: Any) -> None:
     """Remove transformers' PrinterCallback/ProgressCallback: alignkit prints its own progress."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+
+
+def build_trainer(
+    trainer_cls: type, setup: Setup, args: Any, callback: RunCallback, kind: str, **extra: Any
+) -> Any:
+    """TRL's ``trainer_cls`` on the prepared policy and data (``kind`` as in `to_dataset`), reporting through
+    ``callback``, without transformers' own printing; ``extra`` goes to the trainer (e.g. ``ref_model``)."""
+    trainer = trainer_cls(
+        model=setup.policy.model,
+        args=args,
+        train_dataset=to_dataset(setup.train, kind),
+        eval_dataset=to_dataset(setup.eval, kind) if setup.eval else None,
+        processing_class=setup.policy.tokenizer,
+        peft_config=setup.policy.peft_config,
+        callbacks=[callback],
+        **extra,
+    )
+    drop_printer(trainer)
+    return trainer
 
 
 # ------------------------------------------------------------------------------------------- callback
@@ -897,3 +931,31 @@ def finish(run: Run, cfg: TrainConfig, report: dict[str, Any], title: str) -> di
         flat = [(k, v) for k, v in report.items() if not isinstance(v, (dict, list))]
         console.key_values(title, flat)
     return report
+
+
+def conclude(
+    command: str,
+    trainer: Any,
+    callback: RunCallback,
+    setup: Setup,
+    run: Run,
+    cfg: TrainConfig,
+    result: TrainResult,
+    fields: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The end of every TRL-backed run; returns the report (``{}`` on processes other than the main one).
+
+    All processes gather their step counts; the main one saves the model (`save_outputs`), then writes and
+    prints report.json: `base_report`, the command's own ``fields()``, `run_facts` and the output paths.
+    """
+    process_steps = gather_steps(callback, setup.procs)
+    if not setup.procs.main:
+        return {}
+    outputs = save_outputs(trainer, setup.policy, run, cfg, command)
+    report = {
+        **base_report(command, run, setup, result, callback, process_steps),
+        **fields(),
+        **run_facts(setup, result, process_steps),
+        **outputs,
+    }
+    return finish(run, cfg, report, f"{command} report")

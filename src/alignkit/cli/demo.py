@@ -1,0 +1,26 @@
+"""`alignkit demo`: the whole pipeline on the embedded default model (see alignkit/demo.py)."""
+
+from __future__ import annotations
+
+from alignkit import console
+from alignkit.cli import app
+from alignkit.cli.options import config_command
+from alignkit.demo_config import DemoConfig
+
+
+@app.command("demo")
+@config_command(DemoConfig)
+def demo_command(cfg: DemoConfig) -> None:
+    """Run the whole stage-three pipeline on the embedded default model, in minutes on a CPU.
+
+    Builds prompts, samples candidate answers, labels pairs of them with a simulated annotator (a documented rule standing in for people), trains a reward model and evaluates it on held-out labelled pairs, then runs best-of-n, DPO and a short PPO, and compares each with the base model on held-out prompts (win rate by the simulated annotator as gold, gold and proxy scores, KL), and writes plots. Every stage is an alignkit command shown as it runs; finished stages are skipped, so an interrupted demo continues.
+
+    Example:
+
+        alignkit demo --output runs/demo
+    """
+    from alignkit.demo import run_demo
+
+    result = run_demo(cfg)
+    if cfg.json:
+        console.print_json(result)

@@ -1,0 +1,351 @@
+"""`alignkit demo`: the whole stage-three pipeline, on the embedded default model, in minutes on a CPU.
+
+Each stage is an ordinary alignkit command (shown as it runs, so it can be re-run alone) or a few lines of
+glue; each writes its own file or run directory under ``--output`` and is skipped when that result exists,
+so an interrupted demo continues where it stopped.
+
+1. prompts     the embedded demo prompts, split into training prompts and held-out evaluation prompts
+2. candidates  `alignkit sample`: the base model answers each training prompt several times
+3. labels      `alignkit judge --judge simulated`: the simulated annotator (a documented rule standing in
+               for people, `alignkit.feedback.simulated`) picks the better answer of pairs of candidates
+4. rm          `alignkit rm`: a reward model learns those labels; its report holds held-out pair accuracy
+5. best_of_n   `alignkit sample --best-of-n`: N answers per evaluation prompt, the reward model keeps one
+6. dpo         `alignkit dpo`: the policy learns from the same labels directly, with no reward model
+7. ppo         `alignkit ppo`: the policy learns against the reward model with a KL penalty
+8. evaluate    every method answers the held-out prompts; the simulated annotator is the gold judge, the
+               reward model the proxy; one table: win rate versus base, gold score, proxy score, KL
+9. plots       `alignkit plot` of the runs and the best-of-n file
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit import console
+from alignkit.config import DEFAULT_MODEL
+from alignkit.demo_config import STAGES, DemoConfig
+from alignkit.errors import TrainingError, UserError
+from alignkit.runs import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    done: Path  # exists once the stage has finished
+    run: Callable[[], None]
+    command: list[str] | None = None  # the alignkit command the stage runs (None: glue in this module)
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output).expanduser()
+        d = self.out
+        self.train_prompts = d / "data" / "train_prompts.jsonl"
+        self.eval_prompts = d / "data" / "eval_prompts.jsonl"
+        self.candidates = d / "candidates.jsonl"
+        self.pair_items = d / "data" / "pairs_to_label.jsonl"
+        self.labels = d / "labels.jsonl"
+        self.rm = d / "rm"
+        self.bon = d / "best_of_n.jsonl"
+        self.dpo = d / "dpo"
+        self.ppo = d / "ppo"
+        self.results = d / "results.json"
+        self.plots = d / "plots"
+
+    # ----------------------------------------------------------------------------------- stages
+    def stages(self) -> list[Stage]:
+        c, tokens = self.cfg, str(self.cfg.max_new_tokens)
+        common = ["--model", c.model, "--seed", str(c.seed)]
+        return [
+            Stage("prompts", "write the demo prompts", self.eval_prompts, self.write_prompts),
+            self.command_stage(
+                "candidates",
+                "the base model answers each training prompt (alignkit sample)",
+                self.candidates,
+                [
+                    "sample",
+                    "--prompts",
+                    str(self.train_prompts),
+                    "--n-samples",
+                    str(c.candidates),
+                    "--max-new-tokens",
+                    tokens,
+                    "--temperature",
+                    "1.0",
+                    "--output",
+                    str(self.candidates),
+                    "--overwrite",
+                    *common,
+                ],
+                after=self.write_pair_items,
+            ),
+            self.command_stage(
+                "labels",
+                "the simulated annotator labels pairs of answers (alignkit judge)",
+                self.labels,
+                [
+                    "judge",
+                    "--data",
+                    str(self.pair_items),
+                    "--judge",
+                    "simulated",
+                    "--output",
+                    str(self.labels),
+                    "--seed",
+                    str(c.seed),
+                ],
+                marker=self.out / "labels.done",
+            ),
+            self.command_stage(
+                "rm",
+                "train a reward model on the labels (alignkit rm)",
+                self.rm / "report.json",
+                [
+                    "rm",
+                    "--data",
+                    str(self.labels),
+                    "--eval-split",
+                    "0.2",
+                    "--max-steps",
+                    str(c.rm_steps),
+                    "--batch-size",
+                    str(c.batch_size),
+                    "--max-length",
+                    str(c.max_length),
+                    "--lr",
+                    "3e-4",
+                    "--save-every",
+                    str(max(10, c.rm_steps // 2)),
+                    "--output",
+                    str(self.rm),
+                    *common,
+                ],
+            ),
+            self.command_stage(
+                "best_of_n",
+                f"best-of-{c.best_of_n} with the reward model (alignkit sample)",
+                self.bon,
+                [
+                    "sample",
+                    "--prompts",
+                    str(self.eval_prompts),
+                    "--best-of-n",
+                    str(c.best_of_n),
+                    "--reward-model",
+                    str(self.rm),
+                    "--max-new-tokens",
+                    tokens,
+                    "--temperature",
+                    "1.0",
+                    "--output",
+                    str(self.bon),
+                    "--overwrite",
+                    *common,
+                ],
+            ),
+            self.command_stage(
+                "dpo",
+                "DPO on the labels, no reward model (alignkit dpo)",
+                self.dpo / "report.json",
+                [
+                    "dpo",
+                    "--data",
+                    str(self.labels),
+                    "--eval-split",
+                    "0.2",
+                    "--max-steps",
+                    str(c.dpo_steps),
+                    "--batch-size",
+                    "1",
+                    "--grad-accum",
+                    str(c.batch_size),
+                    "--max-length",
+                    str(c.max_length),
+                    "--lr",
+                    "3e-4",
+                    "--save-every",
+                    str(max(10, c.dpo_steps // 2)),
+                    "--output",
+                    str(self.dpo),
+                    *common,
+                ],
+            ),
+            self.command_stage(
+                "ppo",
+                "PPO against the reward model with a KL penalty (alignkit ppo)",
+                self.ppo / "report.json",
+                [
+                    "ppo",
+                    "--prompts",
+                    str(self.train_prompts),
+                    "--reward-model",
+                    str(self.rm),
+                    "--max-steps",
+                    str(c.ppo_steps),
+                    "--batch-size",
+                    str(c.batch_size),
+                    "--max-new-tokens",
+                    tokens,
+                    "--adaptive-kl",
+                    "--kl-target",
+                    str(c.ppo_kl_target),
+                    "--kl-horizon",
+                    "32",
+                    "--kl-coef",
+                    "0.1",
+                    "--gold-judge",
+                    "simulated",
+                    "--lr",
+                    "1e-4",
+                    "--save-every",
+                    str(max(5, c.ppo_steps // 2)),
+                    "--output",
+                    str(self.ppo),
+                    *common,
+                ],
+            ),
+            Stage(
+                "evaluate",
+                "every method against the base model on held-out prompts",
+                self.results,
+                self.evaluate,
+            ),
+            self.command_stage(
+                "plots",
+                "figures (alignkit plot)",
+                self.plots / "plots.done",
+                [
+                    "plot",
+                    str(self.rm),
+                    str(self.dpo),
+                    str(self.ppo),
+                    str(self.bon),
+                    "--output",
+                    str(self.plots),
+                ],
+                marker=self.plots / "plots.done",
+            ),
+        ]
+
+    def command_stage(self, name, title, done, args, after=None, marker=None) -> Stage:
+        def run() -> None:
+            from alignkit.cli import main
+
+            console.info("$ alignkit " + " ".join(_quote(a) for a in args))
+            rc = main(list(args))
+            if rc != 0:
+                raise (StageFailed if rc == 2 else StageCrashed)(
+                    name, f"`alignkit {args[0]}` exited with status {rc}"
+                )
+            if after is not None:
+                after()
+            if marker is not None:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(marker, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+        return Stage(name, title, marker or done, run, list(args))
+
+    # ------------------------------------------------------------------------------------- glue
+    def write_prompts(self) -> None:
+        from alignkit.data.demo import demo_prompt_sets
+
+        train, held = demo_prompt_sets(self.cfg.eval_prompts)
+        for path, prompts in ((self.train_prompts, train), (self.eval_prompts, held)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        console.info(
+            f"{len(train)} training prompts, {len(held)} held-out prompts -> {self.train_prompts.parent}"
+        )
+
+    def write_pair_items(self) -> None:
+        """Each prompt's K candidates become K pairs (a ring: 0-1, 1-2, ..., K-1-0) for the annotator."""
+        lines = []
+        for raw in self.candidates.read_text().splitlines():
+            row = json.loads(raw)
+            texts = [c["text"] for c in row["candidates"]]
+            k = len(texts)
+            for i in range(k if k > 2 else 1):
+                a, b = texts[i], texts[(i + 1) % k]
+                if a.strip() and b.strip() and a != b:
+                    lines.append(json.dumps({"prompt": row["prompt"], "candidates": [a, b]}))
+        atomic_write_text(self.pair_items, "\n".join(lines) + "\n")
+
+    def evaluate(self) -> None:
+        from alignkit.demo_eval import evaluate_methods
+
+        result = evaluate_methods(self)
+        atomic_write_json(self.results, result)
+
+    # -------------------------------------------------------------------------------------- driver
+    def run(self) -> dict[str, Any]:
+        if self.cfg.model == DEFAULT_MODEL:
+            from alignkit.models.registry import prepare_default
+
+            prepare_default()  # convert the embedded GGUF once (cached), before the first stage needs it
+        stages = self.stages()
+        chosen = [s for s in stages if self.cfg.stage in (None, s.name)]
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        for stage in chosen:
+            if stage.done.exists() and not self.cfg.redo:
+                console.info(f"== {stage.name}: done already ({stage.done})")
+                continue
+            console.rule(f"{stage.name}: {stage.title}")
+            t0 = time.perf_counter()
+            try:
+                stage.run()
+            except (StageFailed, StageCrashed):
+                raise
+            except UserError as e:
+                raise StageFailed(stage.name, str(e)) from e
+            except Exception as e:
+                raise StageCrashed(stage.name, f"{type(e).__name__}: {e}") from e
+            timings[stage.name] = round(time.perf_counter() - t0, 1)
+        if not self.results.exists():
+            return {"stages": timings}
+        result = json.loads(self.results.read_text())
+        result["stage_seconds"] = timings
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        from alignkit.demo_eval import show_table
+
+        show_table(result)
+        return result
+
+
+def _stage_message(stage: str, why: str) -> str:
+    return (
+        f"demo stage '{stage}' failed: {why}; re-run that stage alone with "
+        f"`alignkit demo --stage {stage} --redo` (or re-run `alignkit demo` to continue)"
+    )
+
+
+class StageFailed(UserError):
+    """A stage failed on bad input (exit 2): say which, and how to run it alone."""
+
+    def __init__(self, stage: str, why: str):
+        super().__init__(_stage_message(stage, why))
+
+
+class StageCrashed(TrainingError):
+    """A stage failed inside (exit 1): say which, and how to run it alone."""
+
+    def __init__(self, stage: str, why: str):
+        super().__init__(_stage_message(stage, why))
+
+
+def _quote(arg: str) -> str:
+    return arg if arg and all(ch.isalnum() or ch in "-_./=:" for ch in arg) else json.dumps(arg)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    cfg.validate()
+    if cfg.stage is not None and cfg.stage not in STAGES:  # validate() says so; kept for type checkers
+        raise UserError(f"unknown stage {cfg.stage}")
+    return Demo(cfg).run()

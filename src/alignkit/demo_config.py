@@ -1,0 +1,72 @@
+"""Options of `alignkit demo`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignkit.config import DEFAULT_MODEL
+from alignkit.errors import ConfigError
+
+STAGES = ("prompts", "candidates", "labels", "rm", "best_of_n", "dpo", "ppo", "evaluate", "plots")
+
+
+@dataclass
+class DemoConfig:
+    """`alignkit demo`: the whole stage-three pipeline on the embedded default model and demo data."""
+
+    output: str = "runs/demo"
+    """Where every stage writes (one sub-directory or file per stage)."""
+    model: str = DEFAULT_MODEL
+    """The base model every stage starts from."""
+    stage: str | None = None
+    """Run only this stage (its inputs must exist): prompts, candidates, labels, rm, best_of_n, dpo, ppo, evaluate, plots."""
+    redo: bool = False
+    """Run the stages even when their results exist (with --stage: that stage only)."""
+    eval_prompts: int = 24
+    """Held-out prompts that every method answers in the final comparison."""
+    candidates: int = 4
+    """Answers sampled per training prompt for the simulated annotator to compare."""
+    max_new_tokens: int = 64
+    """Most tokens per answer, in every stage."""
+    rm_steps: int = 40
+    """Reward-model optimizer steps."""
+    best_of_n: int = 8
+    """N of the best-of-n stage."""
+    dpo_steps: int = 20
+    """DPO optimizer steps."""
+    ppo_steps: int = 12
+    """PPO iterations (rollout + update)."""
+    ppo_kl_target: float = 1.0
+    """Target KL (nats per response) of PPO's adaptive KL controller."""
+    eval_samples: int = 2
+    """Answers per held-out prompt from each method in the comparison."""
+    batch_size: int = 8
+    """Pairs per optimizer step (rm; dpo as 1-pair micro-batches accumulated) and prompts per PPO rollout."""
+    max_length: int = 256
+    """Longest prompt + answer in tokens for training."""
+    seed: int = 0
+    """Seed of every stage."""
+    json: bool = False
+    """Print the comparison table as one JSON object on stdout at the end."""
+
+    def validate(self) -> None:
+        if self.stage is not None and self.stage not in STAGES:
+            raise ConfigError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        for name in (
+            "eval_prompts",
+            "max_new_tokens",
+            "rm_steps",
+            "best_of_n",
+            "dpo_steps",
+            "ppo_steps",
+            "eval_samples",
+            "batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.candidates < 2:
+            raise ConfigError(
+                f"--candidates must be at least 2 (the annotator compares pairs), got {self.candidates}"
+            )
+        if self.ppo_kl_target <= 0:
+            raise ConfigError(f"--ppo-kl-target must be > 0, got {self.ppo_kl_target}")

@@ -1,0 +1,391 @@
+"""`alignkit eval policy`: a trained policy against its reference on the same prompts.
+
+Both models answer every prompt (same sampling settings, same seed schedule). Then:
+
+* **win rate** of the policy's i-th answer over the reference's i-th answer, ties half: by the pairwise
+  ``--judge`` when given (both orders, position-following verdicts become ties), else by the proxy reward;
+* **mean reward** and its spread for both sides, by the proxy (``--reward-model``) and, when given, by a
+  held-out **gold** (``--gold-reward-model`` / ``--gold-judge``): proxy up while gold goes down is reward
+  over-optimisation (Gao et al. 2022, arXiv:2210.10760);
+* **KL(policy || reference)** estimated from the policy's own samples: the mean over samples of
+  sum_t [log pi(y_t|x, y_<t) - log pi_ref(y_t|x, y_<t)] at the sampling temperature (the k1 estimator;
+  unbiased, can be negative on few samples; Schulman 2020, "Approximating KL divergence");
+* **length, truncation, repetition** and the **habits** (`alignkit.evaluation.habits`) of both sides;
+* with ``--refusal-prompts``, the refusal rate of both on safe prompts (over-refusal, XSTest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit import console
+from alignkit.data.records import Conversation
+from alignkit.errors import ConfigError, ModelError, UserError
+from alignkit.evaluation.compare import (
+    PointScorer,
+    answer_stats,
+    judge_wins,
+    mean,
+    score_summary,
+    stderr,
+)
+from alignkit.evaluation.policy_config import EvalPolicyConfig
+
+
+def prompt_text(prompt: Conversation) -> str:
+    from alignkit.feedback.judge import conversation_text
+
+    return conversation_text(prompt, "user")
+
+
+# ------------------------------------------------------------------------------------------ models
+class Sides:
+    """The policy and its reference: one PEFT model with the adapter on and off, or two models."""
+
+    def __init__(self, cfg: EvalPolicyConfig):
+        from peft import PeftModel
+
+        from alignkit.models import registry
+        from alignkit.rewards import tokenizer_fingerprint
+        from alignkit.sampling.sample import load_policy
+
+        self.model, self.tokenizer, self.base = load_policy(cfg)  # cfg has policy/model/dtype/trust fields
+        self.model.eval()
+        self.ref_model = None
+        if cfg.reference is None:
+            if not isinstance(self.model, PeftModel):
+                raise ConfigError(
+                    f"--policy {cfg.policy} has no LoRA adapter to switch off; give --reference MODEL (the model "
+                    "it was trained from)"
+                )
+            self.reference_name = f"{self.base} (adapter disabled)"
+        else:
+            tokenizer = registry.load_tokenizer(cfg.reference, trust_remote_code=cfg.trust_remote_code)
+            if tokenizer_fingerprint(tokenizer) != tokenizer_fingerprint(self.tokenizer):
+                raise ModelError(
+                    f"--reference {cfg.reference} has another tokenizer than the policy: the KL between them is "
+                    "undefined; give the model the policy was trained from"
+                )
+            self.ref_model = registry.load_model(
+                cfg.reference,
+                cfg.dtype,
+                cfg.trust_remote_code,
+                device=registry.default_device(),
+                tokenizer=tokenizer,
+            ).eval()
+            self.reference_name = cfg.reference
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The reference model for generation and scoring."""
+        if self.ref_model is not None:
+            with torch.no_grad():
+                yield self.ref_model
+            return
+        from alignkit.models.lora import reference
+
+        with reference(self.model) as ref:
+            yield ref
+
+
+def sample(model, tokenizer, prompts: Sequence[Conversation], cfg: EvalPolicyConfig, seed: int):
+    from alignkit.sampling.generate import SamplingSettings, generate
+
+    settings = SamplingSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        n=cfg.n_samples,
+        seed=seed,
+        batch_size=cfg.batch_size,
+    )
+    with torch.no_grad():
+        return generate(model, tokenizer, list(prompts), settings)
+
+
+def kl_from_samples(
+    sides: Sides, batch, temperature: float, batch_size: int = 16
+) -> tuple[float, float | None]:
+    """(mean, standard error) over the policy's samples of sum_t log pi - log pi_ref (k1)."""
+    from alignkit.sampling.logprobs import response_token_logps
+
+    packed = batch.to_tensors()
+    with torch.no_grad():
+        policy = response_token_logps(sides.model, packed, temperature, batch_size).sum(-1)
+    with sides.reference() as ref:
+        reference = response_token_logps(ref, packed, temperature, batch_size).sum(-1)
+    per_sample = (policy - reference).tolist()
+    return float(mean(per_sample) or 0.0), stderr(per_sample)
+
+
+def sampled_kl(
+    model,
+    reference_ctx,
+    tokenizer,
+    prompts: Sequence[Conversation],
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[float, float | None]:
+    """KL(policy || reference) in nats per answer from one policy sample per prompt (k1; see module doc).
+
+    ``reference_ctx()`` is a context manager yielding the reference model (e.g. `lora.reference(model)` for a
+    LoRA policy, whose reference is the base with the adapter off).
+    """
+    from alignkit.sampling.generate import SamplingSettings, generate
+    from alignkit.sampling.logprobs import response_token_logps
+
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, n=1, seed=seed)
+    with torch.no_grad():
+        batch = generate(model, tokenizer, list(prompts), settings)
+        packed = batch.to_tensors()
+        policy = response_token_logps(model, packed, temperature).sum(-1)
+        with reference_ctx() as ref:
+            reference = response_token_logps(ref, packed, temperature).sum(-1)
+    per_sample = (policy - reference).tolist()
+    return float(mean(per_sample) or 0.0), stderr(per_sample)
+
+
+# ------------------------------------------------------------------------------------------ scorers
+def reward_scorer(specs, weights, combine, gate, dtype, batch_size, name="proxy") -> PointScorer:
+    from alignkit.models.registry import default_device
+    from alignkit.rewards import as_conversation, load_reward_set
+
+    rewards = load_reward_set(
+        specs,
+        weights or None,
+        combine="gate" if gate else combine,
+        gate=gate,
+        dtype=dtype,
+        forward_batch_size=batch_size,
+        device=default_device(),
+    )
+
+    def score(prompts: Sequence[str], answers: Sequence[str], finished: Sequence[bool]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(answers), 256):
+            rows = slice(start, start + 256)
+            combined, _ = rewards.score(
+                [as_conversation(p) for p in prompts[rows]],
+                list(answers[rows]),
+                finished=list(finished[rows]),
+            )
+            out.extend(combined.tolist())
+        return out
+
+    label = "+".join(rewards.names) if len(specs) > 1 else str(specs[0])
+    return PointScorer(f"{name}: {label}", score)
+
+
+def simulated_scorer(name: str = "simulated") -> PointScorer:
+    from alignkit.feedback.simulated import simulated_scores
+
+    return PointScorer(name, lambda prompts, answers, finished: simulated_scores(prompts, answers))
+
+
+def make_pairwise_judge(spec: str, cfg: EvalPolicyConfig):
+    from alignkit.feedback.config import JudgeConfig
+    from alignkit.feedback.judge import make_judge
+    from alignkit.feedback.templates import load_template
+
+    jc = JudgeConfig(
+        judge=spec,
+        judge_model=cfg.judge_model,
+        template=cfg.template,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    jc.validate()
+    return make_judge(jc, load_template(cfg.template))
+
+
+# ------------------------------------------------------------------------------------------ driver
+def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
+    """Answer, score and compare; print the summary and return it (also written to --output's lines)."""
+    from alignkit.data.load import load_records
+
+    cfg.validate()
+    out_path = Path(cfg.output).expanduser() if cfg.output else None
+    if out_path is not None and out_path.exists() and not cfg.overwrite:
+        raise UserError(
+            f"{out_path} already exists; pass --overwrite to replace it or choose another --output"
+        )
+    loaded = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid, limit=cfg.limit)
+    prompts = [r.prompt for r in loaded.records]
+    if not prompts:
+        raise UserError(f"{cfg.prompts}: no prompts to answer")
+    started = time.perf_counter()
+    sides = Sides(cfg)
+
+    console.info(f"answering {len(prompts)} prompts x {cfg.n_samples} with the policy and the reference")
+    policy_batch = sample(sides.model, sides.tokenizer, prompts, cfg, cfg.seed)
+    with sides.reference() as ref:
+        reference_batch = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed)
+    kl, kl_err = kl_from_samples(sides, policy_batch, cfg.temperature)
+
+    texts = [prompt_text(prompts[g.prompt_index]) for g in policy_batch]
+    pol = [g.text for g in policy_batch]
+    ref_texts = [g.text for g in reference_batch]
+    pol_done = [g.finished for g in policy_batch]
+    ref_done = [g.finished for g in reference_batch]
+
+    result: dict[str, Any] = {
+        "policy": cfg.policy,
+        "reference": sides.reference_name,
+        "prompts": len(prompts),
+        "answers": len(pol),
+        "temperature": cfg.temperature,
+        "kl": kl,
+        "kl_stderr": kl_err,
+    }
+    proxy = None
+    if cfg.reward_model:
+        proxy = reward_scorer(
+            cfg.reward_model, cfg.reward_weight, cfg.combine, cfg.gate, cfg.dtype, cfg.score_batch_size
+        )
+    gold = None
+    if cfg.gold_reward_model:
+        gold = reward_scorer(cfg.gold_reward_model, [], "sum", None, cfg.dtype, cfg.score_batch_size, "gold")
+    elif cfg.gold_judge and cfg.gold_judge.strip().lower() == "simulated":
+        gold = simulated_scorer("gold: simulated")
+
+    rows: dict[str, Any] = {}
+    for role, scorer in (("proxy", proxy), ("gold", gold)):
+        if scorer is None:
+            continue
+        p_scores = scorer.score(texts, pol, pol_done)
+        r_scores = scorer.score(texts, ref_texts, ref_done)
+        rows[role] = (p_scores, r_scores)
+        result[role] = score_summary(scorer.name, p_scores, r_scores)
+    if proxy is not None:
+        result["mean_reward"] = result["proxy"]["mean"]
+        result["reward_std"] = result["proxy"]["std"]
+        result["reference_mean_reward"] = result["proxy"]["reference_mean"]
+    else:
+        result["mean_reward"] = None
+
+    if cfg.judge:
+        if cfg.judge.strip().lower() == "simulated":
+            sim = simulated_scorer()
+            wins_scores = score_summary(
+                sim.name, sim.score(texts, pol, pol_done), sim.score(texts, ref_texts, ref_done)
+            )
+            result["judge"] = {
+                "judge": "simulated",
+                "win_rate": wins_scores["win_rate"],
+                "win_rate_stderr": wins_scores["win_rate_stderr"],
+            }
+        else:
+            wins = judge_wins(make_pairwise_judge(cfg.judge, cfg), texts, pol, ref_texts, cfg.seed, swap=True)
+            result["judge"] = {"judge": cfg.judge, "win_rate": mean(wins), "win_rate_stderr": stderr(wins)}
+        result["win_rate"] = result["judge"]["win_rate"]
+        result["win_rate_by"] = f"judge: {cfg.judge}"
+    else:
+        result["win_rate"] = result["proxy"]["win_rate"]
+        result["win_rate_by"] = result["proxy"]["scorer"]
+    if cfg.gold_judge and gold is None:  # an LM or HTTP gold judge: pairwise only
+        wins = judge_wins(
+            make_pairwise_judge(cfg.gold_judge, cfg), texts, pol, ref_texts, cfg.seed + 1, swap=True
+        )
+        result["gold"] = {
+            "scorer": f"gold: {cfg.gold_judge}",
+            "win_rate": mean(wins),
+            "win_rate_stderr": stderr(wins),
+        }
+
+    pol_stats = answer_stats(pol, [g.response_ids for g in policy_batch], pol_done)
+    ref_stats = answer_stats(ref_texts, [g.response_ids for g in reference_batch], ref_done)
+    result["mean_length"] = pol_stats["mean_length"]
+    result["policy_stats"] = pol_stats
+    result["reference_stats"] = ref_stats
+
+    if cfg.refusal_prompts:
+        result["over_refusal"] = over_refusal(sides, cfg)
+
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    if out_path is not None:
+        write_answers(out_path, texts, pol, ref_texts, rows)
+        result["output"] = str(out_path)
+    show(result, texts, pol, ref_texts, rows, cfg.show)
+    return result
+
+
+def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
+    """Refusal rate of both models on --refusal-prompts (prompts a model should answer)."""
+    from alignkit.data.load import load_records
+    from alignkit.evaluation.habits import is_refusal
+
+    loaded = load_records(cfg.refusal_prompts, kind="prompt", skip_invalid=cfg.skip_invalid)
+    prompts = [r.prompt for r in loaded.records]
+    if not prompts:
+        raise UserError(f"{cfg.refusal_prompts}: no prompts")
+    pol = sample(sides.model, sides.tokenizer, prompts, cfg, cfg.seed + 7)
+    with sides.reference() as ref:
+        base = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed + 7)
+    rate = lambda batch: mean([float(is_refusal(g.text)) for g in batch])  # noqa: E731
+    return {"prompts": len(prompts), "policy": rate(pol), "reference": rate(base)}
+
+
+def write_answers(path: Path, prompts, policy, reference, rows: dict[str, Any]) -> None:
+    import json
+
+    from alignkit.runs import atomic_write_text
+
+    lines = []
+    for i, (p, a, b) in enumerate(zip(prompts, policy, reference, strict=True)):
+        line: dict[str, Any] = {"prompt": p, "policy": a, "reference": b}
+        for role, (ps, rs) in rows.items():
+            line[f"{role}_policy"], line[f"{role}_reference"] = ps[i], rs[i]
+        lines.append(json.dumps(line, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def show(result: dict[str, Any], prompts, policy, reference, rows, n_show: int) -> None:
+    """The side-by-side summary on stderr (rich, via `alignkit.console`)."""
+    p, r = result["policy_stats"], result["reference_stats"]
+    table_rows = [
+        ["win rate (policy vs reference)", _fmt(result["win_rate"]), "", result["win_rate_by"]],
+        ["KL(policy || reference), nats", _fmt(result["kl"]), "0", f"+- {_fmt(result['kl_stderr'])}"],
+    ]
+    for role in ("proxy", "gold"):
+        if role in result and "mean" in result[role]:
+            s = result[role]
+            table_rows.append(
+                [f"{role} reward (mean)", _fmt(s["mean"]), _fmt(s["reference_mean"]), s["scorer"]]
+            )
+    table_rows += [
+        ["length (tokens)", _fmt(p["mean_length"]), _fmt(r["mean_length"]), ""],
+        ["cut at the length limit", _fmt(p["truncated"]), _fmt(r["truncated"]), ""],
+        ["repetition (3-grams)", _fmt(p["repetition"]), _fmt(r["repetition"]), ""],
+    ]
+    for habit, rate in p["habits"].items():
+        table_rows.append([f"habit: {habit}", _fmt(rate), _fmt(r["habits"].get(habit)), ""])
+    if "over_refusal" in result:
+        o = result["over_refusal"]
+        table_rows.append(
+            ["refusals on safe prompts", _fmt(o["policy"]), _fmt(o["reference"]), f"{o['prompts']} prompts"]
+        )
+    console.table("policy versus reference", ["measure", "policy", "reference", "note"], table_rows)
+    examples = []
+    for i in range(min(n_show, len(prompts))):
+        cells = [prompts[i][:200], policy[i][:300], reference[i][:300]]
+        if "proxy" in rows:
+            cells.append(f"{rows['proxy'][0][i]:.2f} / {rows['proxy'][1][i]:.2f}")
+        examples.append(cells)
+    if examples:
+        cols = ["prompt", "policy", "reference"] + (["proxy (pol/ref)"] if "proxy" in rows else [])
+        console.table("sample answers", cols, examples)

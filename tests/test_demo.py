@@ -1,0 +1,84 @@
+"""`alignkit demo` end to end on a tiny model: every stage runs, the table is honest, re-runs skip stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+def _args(model, out, *extra):
+    return [
+        "demo",
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--eval-prompts",
+        "4",
+        "--candidates",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--rm-steps",
+        "2",
+        "--best-of-n",
+        "2",
+        "--dpo-steps",
+        "2",
+        "--ppo-steps",
+        "2",
+        "--eval-samples",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "96",
+        "--json",
+        *extra,
+    ]
+
+
+def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(_args(tiny_model_dir, out)) == 0
+    result = json.loads(capsys.readouterr().out)
+    methods = {m["method"]: m for m in result["methods"]}
+    assert set(methods) == {"base", "best-of-2", "dpo", "ppo"}
+    assert methods["base"]["verdict"] == "the baseline" and methods["base"]["kl"] == 0.0
+    assert methods["best-of-2"]["kl"] == pytest.approx(0.6931 - 0.5, abs=1e-3)  # log 2 - 1/2
+    for name in ("dpo", "ppo", "best-of-2"):
+        m = methods[name]
+        assert 0.0 <= m["win_rate"] <= 1.0
+        assert m["verdict"] in ("beats base", "worse than base", "no clear difference")
+    for path in (
+        "labels.jsonl",
+        "rm/report.json",
+        "dpo/report.json",
+        "ppo/report.json",
+        "best_of_n.jsonl",
+        "results.json",
+        "eval_dpo.jsonl",
+        "eval_ppo.jsonl",
+    ):
+        assert (out / path).exists(), path
+    assert list((out / "plots").glob("*.png"))
+    # Every stage is done: a second run skips them all and prints the same table.
+    assert main(_args(tiny_model_dir, out)) == 0
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    assert again["methods"] == result["methods"]
+    assert "done already" in captured.err
+    assert again["stage_seconds"] == {}
+
+
+def test_demo_failed_stage_names_itself(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(_args(tiny_model_dir, out, "--stage", "rm"))  # no labels yet: the rm stage cannot run
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "demo stage 'rm' failed" in err and "alignkit demo --stage rm --redo" in err

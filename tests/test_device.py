@@ -1,0 +1,185 @@
+"""Where models run: `registry.default_device`'s rules, and (on a CUDA machine) every command on the GPU.
+
+The rules are checked anywhere with a monkeypatched ``torch.cuda.is_available``. The end-to-end tests need a
+real GPU (they skip without one): each runs one command on the session's tiny Llama and asserts that CUDA
+memory was allocated, i.e. that the command did not silently stay on the CPU. ``auto`` precision is bf16 on a
+card that supports it, so those runs also cover the bf16 autocast paths on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignkit.cli import main
+from alignkit.errors import ConfigError
+from alignkit.models import registry
+from factories import make_policy, make_reward_model
+
+PROMPTS = ["What is the capital of France?", "Name a colour.", "Say something kind.", "What is 2 + 2?"]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+# ------------------------------------------------------------------------------------------ the rules
+
+
+@pytest.fixture
+def no_device_env(monkeypatch):
+    monkeypatch.delenv("ALIGNKIT_DEVICE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    return monkeypatch
+
+
+def test_cpu_without_cuda(no_device_env):
+    no_device_env.setattr(torch.cuda, "is_available", lambda: False)
+    assert registry.default_device() == torch.device("cpu")
+    no_device_env.setenv("LOCAL_RANK", "1")  # a rank without a GPU still runs on the CPU
+    assert registry.default_device() == torch.device("cpu")
+
+
+def test_cuda_of_the_local_rank(no_device_env):
+    no_device_env.setattr(torch.cuda, "is_available", lambda: True)
+    assert registry.default_device() == torch.device("cuda", 0)
+    no_device_env.setenv("LOCAL_RANK", "1")  # set per process by accelerate launch / torchrun
+    assert registry.default_device() == torch.device("cuda", 1)
+
+
+def test_env_overrides(no_device_env):
+    no_device_env.setattr(torch.cuda, "is_available", lambda: True)
+    no_device_env.setenv("LOCAL_RANK", "1")
+    no_device_env.setenv("ALIGNKIT_DEVICE", "cpu")
+    assert registry.default_device() == torch.device("cpu")
+    no_device_env.setenv("ALIGNKIT_DEVICE", "cuda:3")
+    assert registry.default_device() == torch.device("cuda", 3)
+    no_device_env.setenv("ALIGNKIT_DEVICE", "gpu-please")
+    with pytest.raises(ConfigError, match="ALIGNKIT_DEVICE"):
+        registry.default_device()
+
+
+def test_forced_cpu_loads_the_policy_on_the_cpu(no_device_env, tiny_model_dir):
+    from alignkit.sampling.config import SampleConfig
+    from alignkit.sampling.sample import load_policy
+
+    no_device_env.setenv("ALIGNKIT_DEVICE", "cpu")
+    model, _, _ = load_policy(SampleConfig(model=str(tiny_model_dir), dtype="fp32"))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+# ---------------------------------------------------------------------------------- commands on a GPU
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("device")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    pairs = root / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": f"What is {i} plus {i}?", "chosen": f"{2 * i}.", "rejected": "No idea."})
+            + "\n"
+            for i in range(8)
+        )
+    )
+    return {"prompts": prompts, "pairs": pairs, "rm": make_reward_model(root / "rm", tiny_model_dir)}
+
+
+@pytest.fixture
+def on_gpu(monkeypatch):
+    """The commands' default device (cuda:0 here); the peak-memory counter reset before the command."""
+    monkeypatch.delenv("ALIGNKIT_DEVICE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert registry.default_device().type == "cuda"
+    torch.cuda.reset_peak_memory_stats()
+
+
+def run_json(args: list[str], capsys) -> dict:
+    rc = main([*args, "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out.strip().splitlines()[-1])
+
+
+def used_cuda() -> bool:
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() > 0
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "auto"])
+def test_sample_best_of_n_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, dtype):
+    out = tmp_path / "samples.jsonl"
+    summary = run_json(
+        ["sample", "--prompts", str(files["prompts"]), "--model", str(tiny_model_dir), "--output", str(out),
+         "--best-of-n", "3", "--reward-model", str(files["rm"]), "--max-new-tokens", "8", "--dtype", dtype,
+         "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["candidates"] == 3 * len(PROMPTS) and summary["new_tokens"] > 0
+    assert len(out.read_text().splitlines()) == len(PROMPTS)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "auto"])
+def test_rm_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, dtype):
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "rm_tiny.yaml"
+    summary = run_json(
+        ["rm", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(files["pairs"]),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", "--eval-split", "0.25", "--dtype", dtype,
+         "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["steps"] == 2 and summary["eval_accuracy"] is not None
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["eval"]["pairs"] > 0
+    bf16 = dtype == "auto" and torch.cuda.is_bf16_supported()
+    assert report["precision"] == ("bf16" if bf16 else "fp32")
+    # `alignkit eval rm` on the trained model, on the GPU too
+    torch.cuda.reset_peak_memory_stats()
+    result = run_json(
+        [
+            "eval",
+            "rm",
+            "--reward-model",
+            str(tmp_path / "run"),
+            "--data",
+            str(files["pairs"]),
+            "--dtype",
+            dtype,
+        ],
+        capsys,
+    )
+    assert used_cuda()
+    assert result["pairs"] == 8
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "auto"])
+def test_ppo_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, dtype):
+    summary = run_json(
+        ["ppo", "--model", str(tiny_model_dir), "--prompts", str(files["prompts"]), "--reward-model",
+         str(files["rm"]), "--output", str(tmp_path / "run"), "--batch-size", "4", "--max-new-tokens", "6",
+         "--max-length", "64", "--dtype", dtype, "--lora-r", "4", "--lora-alpha", "8", "--ppo-epochs", "2",
+         "--num-mini-batches", "2", "--max-steps", "1", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["steps"] == 1 and summary["final_reward"] is not None
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+@needs_cuda
+def test_eval_policy_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys):
+    policy = make_policy(tmp_path / "policy", tiny_model_dir)
+    result = run_json(
+        ["eval", "policy", "--policy", str(policy), "--prompts", str(files["prompts"]), "--reward-model",
+         str(files["rm"]), "--n-samples", "2", "--max-new-tokens", "6", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert result["answers"] == 2 * len(PROMPTS) and result["kl"] is not None
