@@ -79,7 +79,9 @@ class Watch:
     length_drift: float = 0.5
     baseline_steps: int = 1
     repeat_every: int = 20
-    kl_advice: str = "Raise --kl-coef or use --adaptive-kl"  # what to do about it (the trainer knows its options)
+    kl_advice: str = (
+        "Raise --kl-coef or use --adaptive-kl"  # what to do about it (the trainer knows its options)
+    )
     baseline_length: float | None = None
     _baseline_sum: float = 0.0
     _baseline_seen: int = 0
