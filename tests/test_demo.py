@@ -74,6 +74,24 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     assert again["methods"] == result["methods"]
     assert "done already" in captured.err
     assert again["stage_seconds"] == {}
+    # --redo runs one stage afresh (its run dir is replaced, not refused as "already holds a run")
+    before = (out / "dpo" / "report.json").stat().st_mtime_ns
+    assert main(_args(tiny_model_dir, out, "--stage", "dpo", "--redo")) == 0
+    capsys.readouterr()
+    assert (out / "dpo" / "report.json").stat().st_mtime_ns > before
+
+
+def test_demo_resumes_a_stage_stopped_inside(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(_args(tiny_model_dir, out, "--stage", "prompts")) == 0
+    for stage in ("candidates", "labels"):
+        assert main(_args(tiny_model_dir, out, "--stage", stage)) == 0
+    assert main(_args(tiny_model_dir, out, "--stage", "rm")) == 0
+    (out / "rm" / "report.json").unlink()  # as if stopped after the last checkpoint, before the report
+    capsys.readouterr()
+    assert main(_args(tiny_model_dir, out, "--stage", "rm")) == 0
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "rm" / "report.json").exists()
 
 
 def test_demo_failed_stage_names_itself(tiny_model_dir, tmp_path, capsys):

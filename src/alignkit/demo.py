@@ -32,6 +32,8 @@ from alignkit.demo_config import STAGES, DemoConfig
 from alignkit.errors import TrainingError, UserError
 from alignkit.runs import atomic_write_json, atomic_write_text
 
+RUN_COMMANDS = ("rm", "dpo", "ppo")  # stages that write a run directory (checkpoints, --resume)
+
 
 @dataclass
 class Stage:
@@ -40,6 +42,7 @@ class Stage:
     done: Path  # exists once the stage has finished
     run: Callable[[], None]
     command: list[str] | None = None  # the alignkit command the stage runs (None: glue in this module)
+    output: Path | None = None  # a run directory the stage writes (cleared by --redo, resumed after a stop)
 
 
 class Demo:
@@ -239,11 +242,21 @@ class Demo:
         ]
 
     def command_stage(self, name, title, done, args, after=None, marker=None) -> Stage:
+        output = Path(args[args.index("--output") + 1]) if args[0] in RUN_COMMANDS else None
+
         def run() -> None:
+            import shutil
+
             from alignkit.cli import main
 
-            console.info("$ alignkit " + " ".join(_quote(a) for a in args))
-            rc = main(list(args))
+            argv = list(args)
+            if output is not None and output.exists():
+                if self.cfg.redo:
+                    shutil.rmtree(output)  # the demo's own run dir: --redo starts the stage afresh
+                elif (output / "config.yaml").exists():
+                    argv.append("--resume")  # stopped inside this stage: continue from its last checkpoint
+            console.info("$ alignkit " + " ".join(_quote(a) for a in argv))
+            rc = main(argv)
             if rc != 0:
                 raise (StageFailed if rc == 2 else StageCrashed)(
                     name, f"`alignkit {args[0]}` exited with status {rc}"
@@ -254,7 +267,7 @@ class Demo:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(marker, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
-        return Stage(name, title, marker or done, run, list(args))
+        return Stage(name, title, marker or done, run, list(args), output)
 
     # ------------------------------------------------------------------------------------- glue
     def write_prompts(self) -> None:

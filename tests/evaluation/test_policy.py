@@ -54,6 +54,8 @@ def test_identical_policy_ties_and_has_zero_kl(tiny_model_dir, prompts_file, tmp
     assert out["kl"] == pytest.approx(0.0, abs=1e-5)
     assert out["win_rate"] == 0.5 and out["answers"] == 8
     assert out["proxy"]["mean"] == pytest.approx(out["proxy"]["reference_mean"], abs=1e-5)
+    (only,) = out["proxy"]["per_model"].values()  # one reward model: its own mean is the combined mean
+    assert only["policy"] == pytest.approx(out["proxy"]["mean"], abs=1e-5)
     assert out["gold"]["win_rate"] == 0.5
     assert set(out["policy_stats"]["habits"]) == {
         "refusal",

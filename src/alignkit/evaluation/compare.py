@@ -25,6 +25,9 @@ class PointScorer:
 
     name: str
     score: Scores
+    last_per_model: dict[str, float] | None = (
+        None  # a reward set: each model's mean raw score in the last call
+    )
 
 
 def win_from_scores(policy: Sequence[float], reference: Sequence[float], eps: float = 1e-6) -> list[float]:

@@ -169,18 +169,24 @@ def reward_scorer(specs, weights, combine, gate, dtype, batch_size, name="proxy"
 
     def score(prompts: Sequence[str], answers: Sequence[str], finished: Sequence[bool]) -> list[float]:
         out: list[float] = []
+        sums: dict[str, float] = {}
         for start in range(0, len(answers), 256):
             rows = slice(start, start + 256)
-            combined, _ = rewards.score(
+            combined, per_model = rewards.score(
                 [as_conversation(p) for p in prompts[rows]],
                 list(answers[rows]),
                 finished=list(finished[rows]),
             )
             out.extend(combined.tolist())
+            for model_name, values in per_model.items():
+                sums[model_name] = sums.get(model_name, 0.0) + float(values.sum())
+        # each reward model's own mean, beside the combined score (weights, min and gates hide them)
+        scorer.last_per_model = {k: v / max(len(answers), 1) for k, v in sums.items()}
         return out
 
     label = "+".join(rewards.names) if len(specs) > 1 else str(specs[0])
-    return PointScorer(f"{name}: {label}", score)
+    scorer = PointScorer(f"{name}: {label}", score)
+    return scorer
 
 
 def simulated_scorer(name: str = "simulated") -> PointScorer:
@@ -260,9 +266,14 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         if scorer is None:
             continue
         p_scores = scorer.score(texts, pol, pol_done)
+        p_models = scorer.last_per_model
         r_scores = scorer.score(texts, ref_texts, ref_done)
         rows[role] = (p_scores, r_scores)
         result[role] = score_summary(scorer.name, p_scores, r_scores)
+        if p_models is not None and scorer.last_per_model is not None:
+            result[role]["per_model"] = {
+                k: {"policy": p_models[k], "reference": scorer.last_per_model[k]} for k in p_models
+            }
     if proxy is not None:
         result["mean_reward"] = result["proxy"]["mean"]
         result["reward_std"] = result["proxy"]["std"]

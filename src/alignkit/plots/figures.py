@@ -285,33 +285,31 @@ def _k_axis(ax: Axes, n: int) -> None:
 # File name -> builder, in the order of the summary.
 # ------------------------------------------------------------------------------------- proxy versus gold
 def proxy_gold_figure(runs: list[RunData], samples: list[BestOfNData]) -> Drawn | str:
-    """Proxy reward (``reward/score``) and held-out gold (``gold/score``) against KL to the reference, one
-    panel each, one line per run: the proxy rising while the gold falls is over-optimisation (Gao et al.
-    2022, fig. 1 plots both against the square root of the KL; we keep nats)."""
-    found = []
-    for index, run in enumerate(runs):
-        proxy, gold = run.pairs("kl/ref", "reward/score"), run.pairs("kl/ref", "gold/score")
-        if gold:
-            found.append((index, run, proxy, gold))
+    """Proxy reward (``reward/score``) and held-out gold (``gold/score``) over training steps, one panel each,
+    one line per run, with the KL to the reference (``kl/ref``) on each panel's right axis: the proxy rising
+    while the gold falls, as the KL grows, is over-optimisation (Gao et al. 2022, fig. 1, plots both against
+    the square root of the KL; per-step KL estimates are too noisy on small rollouts to serve as the x axis)."""
+    found = [(i, run) for i, run in enumerate(runs) if run.series("gold/score")]
     if not found:
         return "no run logs gold/score (ppo --gold-reward-model or --gold-judge)"
     fig = _new_figure(10.0, 4.2)
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     series = []
-    for index, run, proxy, gold in found:
-        for ax, points, what in ((axes[0], proxy, "proxy"), (axes[1], gold, "gold")):
+    for index, run in found:
+        kl = run.series("kl/ref")
+        for ax, key, what in ((axes[0], "reward/score", "proxy"), (axes[1], "gold/score", "gold")):
+            points = run.series(key)
             if not points:
                 continue
-            xs, ys = [p[1] for p in points], [p[2] for p in points]
-            ax.plot(xs, ys, "-o", color=_color(index), markersize=3, linewidth=1.2, label=run.label)
+            _time_series(ax, points, run.label, _color(index))
             series.append(f"{run.label}: {what}")
-    for ax, title in zip(axes, ("proxy: the reward model trained against", "gold: held out, never trained against"),
-                         strict=True):  # fmt: skip
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("KL(policy || reference), nats per answer")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("score")
+            if kl:
+                right = ax.twinx()
+                right.plot([p[0] for p in kl], [p[1] for p in kl], ":", color=_color(index), alpha=0.6)
+                right.set_ylabel("KL to reference (dotted), nats", fontsize=8)
+    titles = ("proxy: the reward model trained against", "gold: held out, never trained against")
+    for ax, title in zip(axes, titles, strict=True):
+        _finish(ax, title, "step", "score")
     return Drawn(fig, series, [])
 
 
