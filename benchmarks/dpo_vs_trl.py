@@ -16,7 +16,10 @@ alignkit's loader and written once as a TRL conversational jsonl that both read)
     ``throughput_ratio_default_all_threads`` the ratio against it.
 (b) same settings: TRL is told alignkit's choices (and gets every core) (micro-batches of one pair, length grouping through a
     ``length`` column in the data, bf16 weights, no gradient checkpointing, LoRA on all linear layers,
-    same lr schedule).
+    same lr schedule). alignkit also forwards each pair's prompt once and runs the LM head on answer
+    tokens only (``--share-prompt``, on by default, same log-probs; TRL's CLI has nothing like it), so
+    ``throughput_ratio_same`` includes that; ``throughput_ratio_same_no_share`` is alignkit with
+    ``--no-share-prompt``, i.e. TRL's own forward, against the same TRL run.
 
 tokens/s = tokens the trainer saw (TRL's ``num_tokens``: prompt + chosen + rejected, padding excluded) /
 HF Trainer's ``train_runtime`` (the training loop only: no model loading or tokenization), for both tools.
@@ -121,14 +124,13 @@ def run_trl(
     data: Path,
     out: Path,
     env: dict,
-    steps: int,
-    batch: int,
-    max_length: int,
-    rank: int,
+    shape: dict,
     same: bool,
     timeout: float,
     threads: int | None = None,
 ) -> dict:
+    """One `trl dpo` run of ``shape`` (steps, batch, max_length, rank); ``same``: alignkit's settings."""
+    steps, batch, max_length, rank = (shape[k] for k in ("steps", "batch", "max_length", "rank"))
     cmd = [
         str(BIN / "trl"),
         "dpo",
@@ -209,8 +211,10 @@ def run_trl(
 
 
 def run_alignkit(
-    data: Path, out: Path, env: dict, steps: int, batch: int, max_length: int, rank: int, timeout: float
+    data: Path, out: Path, env: dict, shape: dict, timeout: float, extra: tuple[str, ...] = ()
 ) -> dict:
+    """One `alignkit dpo` run of ``shape`` with its defaults (plus ``extra`` flags)."""
+    steps, batch, max_length, rank = (shape[k] for k in ("steps", "batch", "max_length", "rank"))
     cmd = [
         str(BIN / "alignkit"),
         "dpo",
@@ -234,6 +238,7 @@ def run_alignkit(
         "0",
         "--json",
         "--quiet",
+        *extra,
     ]
     started = time.perf_counter()
     proc, rss = wrapped(cmd, env, timeout)
@@ -464,53 +469,18 @@ def main() -> None:
         cores = os.cpu_count() or 1
         print(f"data: {n} pairs -> {data}; {shape}", flush=True)
         runs = {
-            "alignkit": lambda i: run_alignkit(
-                data,
-                folder / f"ak{i}",
-                env,
-                args.steps,
-                args.batch,
-                args.max_length,
-                args.lora_r,
-                args.timeout,
+            "alignkit": lambda i: run_alignkit(data, folder / f"ak{i}", env, shape, args.timeout),
+            "alignkit_no_share": lambda i: run_alignkit(
+                data, folder / f"ak-noshare{i}", env, shape, args.timeout, extra=("--no-share-prompt",)
             ),
             "trl_same": lambda i: run_trl(
-                model_dir,
-                data,
-                folder / f"trl-same{i}",
-                env,
-                args.steps,
-                args.batch,
-                args.max_length,
-                args.lora_r,
-                True,
-                args.timeout,
-                threads=cores,
+                model_dir, data, folder / f"trl-same{i}", env, shape, True, args.timeout, threads=cores
             ),
             "trl_default": lambda i: run_trl(
-                model_dir,
-                data,
-                folder / f"trl-default{i}",
-                env,
-                args.steps,
-                args.batch,
-                args.max_length,
-                args.lora_r,
-                False,
-                args.timeout,
+                model_dir, data, folder / f"trl-default{i}", env, shape, False, args.timeout
             ),
             "trl_default_all_threads": lambda i: run_trl(
-                model_dir,
-                data,
-                folder / f"trl-default-t{i}",
-                env,
-                args.steps,
-                args.batch,
-                args.max_length,
-                args.lora_r,
-                False,
-                args.timeout,
-                threads=cores,
+                model_dir, data, folder / f"trl-default-t{i}", env, shape, False, args.timeout, threads=cores
             ),
         }
         all_runs: dict[str, list[dict]] = {name: [] for name in runs}
@@ -547,6 +517,9 @@ def main() -> None:
             "trl_default_s_per_step": default["train_runtime"] / args.steps,
             "throughput_ratio_default": ak["tokens_per_s"] / default["tokens_per_s"],
             "throughput_ratio_same": ak["tokens_per_s"] / same["tokens_per_s"],
+            "throughput_ratio_same_no_share": results["alignkit_no_share"]["tokens_per_s"]
+            / same["tokens_per_s"],
+            "alignkit_no_share_tokens_per_s": results["alignkit_no_share"]["tokens_per_s"],
             "throughput_ratio_default_all_threads": ak["tokens_per_s"] / default_t["tokens_per_s"],
             "trl_default_all_threads_tokens_per_s": default_t["tokens_per_s"],
             "peak_rss_ratio_default_all_threads": ak["peak_rss"] / default_t["peak_rss"],

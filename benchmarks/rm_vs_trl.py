@@ -8,13 +8,20 @@ rate and number of steps. Two settings:
 (a) defaults: each tool's own precision and memory settings. TRL 1.16 on a CPU: fp32 weights under
     bf16 autocast (``bf16`` defaults to True in TRL's configs) with gradient checkpointing on.
     alignkit: bf16 frozen base, fp32 LoRA and head under bf16 autocast, layers checkpointed only when a
-    batch's activations exceed ``--activation-memory-gb`` (1.5 GB).
+    batch's activations exceed ``--activation-memory-gb`` (1.0 GB).
 (b) same settings: TRL also gets bf16 weights (``model_init_kwargs={"dtype": "bfloat16"}``) and no
     gradient checkpointing; alignkit runs with no activation limit (``activation_memory_gb: 0``), so
-    neither recomputes anything.
+    neither recomputes anything. alignkit keeps its two speed-ups TRL does not have: each pair's prompt
+    forwarded once (``share_prompt``) and bf16 attention as batched matmuls (``cpu_attention``).
+    ``throughput_ratio_same_plain`` is alignkit with both off (the same transformers forward as TRL's)
+    against the same TRL run.
 
 Measured per step after ``--warmup`` steps (model loading and tokenising excluded): tokens/s = real
-(non-pad) tokens of chosen + rejected / step wall time, for both tools. Peak RSS: ``ru_maxrss`` of each
+(non-pad) tokens of prompt + chosen and prompt + rejected / step wall time, for both tools: the same
+work, the pairs trained on. alignkit forwards each pair's prompt once (``share_prompt``, on by default;
+its scores and gradients equal separate passes, tested), so it computes fewer tokens than it is
+credited with; ``forward_tokens_per_s`` reports the tokens it actually forwarded, and MFU counts only
+the FLOPs of those (an honest utilisation figure, not inflated by the sharing). Peak RSS: ``ru_maxrss`` of each
 run's own process. Each tool shuffles the pairs its own way (alignkit groups similar lengths into a
 batch; TRL draws random batches and pads to the longest), so over few steps the batches differ.
 
@@ -27,7 +34,9 @@ real token of a sequence of length t, for LoRA training::
 Kaplan et al. 2020 (sec. 2.1) count 2N per token forward and 4N backward, half of which is the weight
 gradient; frozen weights get no weight gradient, so they cost 2N + 2N; LoRA weights get all 6N. The
 attention scores and their backward add 12 L d t per token (PaLM, appendix B; nanoGPT's estimate_mfu),
-halved for a causal mask. N counts the decoder's matmul weights (no embedding lookup, no LM head).
+halved for a causal mask: in general 12 L d per visible (query, key) pair, t^2 / 2 pairs for a causal
+sequence of length t and P^2 / 2 + sum_k (A_k P + A_k^2 / 2) for a packed comparison (prompt P once,
+answers A_k). N counts the decoder's matmul weights (no embedding lookup, no LM head).
 
 Usage (time-boxed to ~10 minutes on 2 CPU cores; run alone):
 
@@ -85,8 +94,9 @@ def write_jsonl(records, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------- FLOPs
-def model_flops_per_token(seq_len: float, lora_r: int) -> float:
-    """4 N_frozen + 6 N_lora + 6 L d t (see the module docstring)."""
+def flops_rates(lora_r: int) -> tuple[float, float]:
+    """(FLOPs per forwarded token for the weights: 4 N_frozen + 6 N_lora, FLOPs per visible (query, key)
+    pair for attention: 12 L d); see the module docstring."""
     from transformers import AutoConfig
 
     from alignkit.models.registry import resolve
@@ -97,12 +107,25 @@ def model_flops_per_token(seq_len: float, lora_r: int) -> float:
     shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]  # q k v o gate up down
     frozen = layers * sum(a * b for a, b in shapes)
     lora = layers * sum(lora_r * (a + b) for a, b in shapes)
-    return 4 * frozen + 6 * lora + 6 * layers * h * seq_len
+    return 4 * frozen + 6 * lora, 12 * layers * h
 
 
 def flops_of(token_lengths: list[int], lora_r: int) -> float:
-    """Model FLOPs of training on sequences of these real lengths."""
-    return sum(t * model_flops_per_token(t, lora_r) for t in token_lengths)
+    """Model FLOPs of training on causal sequences of these real lengths (t tokens, t^2 / 2 visible pairs)."""
+    per_token, per_pair = flops_rates(lora_r)
+    return sum(t * per_token + t * t / 2 * per_pair for t in token_lengths)
+
+
+def flops_of_packed(rows: list[tuple[int, list[int]]], lora_r: int) -> float:
+    """Model FLOPs of packed comparisons (prompt P once, answers A_k after it, each seeing P and itself):
+    P + sum A_k tokens and P^2 / 2 + sum_k (A_k P + A_k^2 / 2) visible pairs."""
+    per_token, per_pair = flops_rates(lora_r)
+    total = 0.0
+    for prompt, answers in rows:
+        tokens = prompt + sum(answers)
+        pairs = prompt * prompt / 2 + sum(a * prompt + a * a / 2 for a in answers)
+        total += tokens * per_token + pairs * per_pair
+    return total
 
 
 # --------------------------------------------------------------- workers
@@ -147,14 +170,15 @@ def worker_alignkit(args) -> dict:
     rows = [r for r in rows if "perf/step_seconds" in r]
     seconds = sum(r["perf/step_seconds"] for r in rows)
     tokens = sum(r["perf/tokens_per_s"] * r["perf/step_seconds"] for r in rows)
-    lengths = _alignkit_lengths(out / "run", rows)
+    forwarded = sum(r["perf/forward_tokens_per_s"] * r["perf/step_seconds"] for r in rows)
     return {
         "tool": "alignkit",
         "steps": len(rows),
         "seconds": seconds,
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
-        "flops": flops_of(lengths, args.rank),
+        "forward_tokens_per_s": forwarded / seconds,
+        "flops": _alignkit_flops(out / "run", rows, args.rank),
         "peak_rss": peak_rss_bytes(),
         "padding_efficiency": sum(r["perf/padding_efficiency"] for r in rows) / len(rows),
         "checkpointed_layers": [r.get("perf/checkpointed_layers") for r in rows],
@@ -162,8 +186,8 @@ def worker_alignkit(args) -> dict:
     }
 
 
-def _alignkit_lengths(run_dir: Path, rows: list[dict]) -> list[int]:
-    """Real lengths of the sequences trained in the timed steps (replays the run's own batch order)."""
+def _alignkit_flops(run_dir: Path, rows: list[dict], lora_r: int) -> float:
+    """Model FLOPs of the timed steps, replaying the run's own batch order (and its prompt sharing)."""
     from alignkit.config import build_config
     from alignkit.data.load import load_records
     from alignkit.models.registry import load_tokenizer
@@ -173,14 +197,18 @@ def _alignkit_lengths(run_dir: Path, rows: list[dict]) -> list[int]:
 
     cfg = build_config(RMConfig, run_dir / "config.yaml", {})
     data = prepare_comparisons(load_records(cfg.data).records, load_tokenizer(MODEL, "right"), cfg.max_length)
-    lengths = [c.length for c in data.comparisons]
+    share = cfg.share_prompt  # the embedded default's SDPA takes the packed mask
+    lengths = [c.packed_length if share else c.length for c in data.comparisons]
     stream = loop.micro_batches(
         lambda e: loop.length_grouped_batches(lengths, cfg.batch_size, cfg.seed, e, cfg.group_by_length),
         loop.BatchCursor(),
     )
     batches = [next(stream) for _ in range(rows[-1]["step"])]
-    timed = batches[rows[0]["step"] - 1 :]
-    return [len(s) for b in timed for i in b for s in data.comparisons[i].sequences]
+    timed = [data.comparisons[i] for b in batches[rows[0]["step"] - 1 :] for i in b]
+    if not share:
+        return flops_of([len(s) for c in timed for s in c.sequences], lora_r)
+    packed = [(c.shared_prefix, [len(s) - c.shared_prefix for s in c.sequences]) for c in timed]
+    return flops_of_packed(packed, lora_r)
 
 
 def worker_trl(args) -> dict:
@@ -369,15 +397,38 @@ def throughput(args) -> None:
         print(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
         ours = child("alignkit", data, out, args, "auto")
         trl_default = child("trl", data, out, args, "default")
+        if args.only_default:  # (a) alone: a quick check of the defaults
+            print_json_line(
+                {
+                    "throughput_ratio_default": ours["tokens_per_s"] / trl_default["tokens_per_s"],
+                    "peak_rss_ratio": ours["peak_rss"] / trl_default["peak_rss"],
+                    "mfu": ours["flops"] / ours["seconds"] / peak,
+                    "tokens_per_s": {
+                        "alignkit": ours["tokens_per_s"],
+                        "trl_default": trl_default["tokens_per_s"],
+                    },
+                    "peak_rss_gb": {
+                        "alignkit": ours["peak_rss"] / 1e9,
+                        "trl_default": trl_default["peak_rss"] / 1e9,
+                    },
+                    "matmul_peak_gflops": peak / 1e9,
+                    "machine": machine(),
+                }
+            )
+            return
         # (b) the same settings: bf16 weights and no activation checkpointing for both tools
         ours_same = child(
             "alignkit", data, out, args, "auto", rm_options={"activation_memory_gb": 0}, tag="bf16"
         )
         trl_same = child("trl", data, out, args, "bf16")
+        # alignkit's engine with neither of its own speed-ups (shared prompt, CPU attention): TRL's forward
+        plain = {"activation_memory_gb": 0, "share_prompt": False, "cpu_attention": False}
+        ours_plain = child("alignkit", data, out, args, "auto", rm_options=plain, tag="plain")
     mfu = ours["flops"] / ours["seconds"] / peak
     result = {
         "throughput_ratio_default": ours["tokens_per_s"] / trl_default["tokens_per_s"],
         "throughput_ratio_same": ours_same["tokens_per_s"] / trl_same["tokens_per_s"],
+        "throughput_ratio_same_plain": ours_plain["tokens_per_s"] / trl_same["tokens_per_s"],
         "peak_rss_ratio": ours["peak_rss"] / trl_default["peak_rss"],
         "mfu": mfu,
         "mfu_same": ours_same["flops"] / ours_same["seconds"] / peak,
@@ -386,12 +437,16 @@ def throughput(args) -> None:
         "tokens_per_s": {
             "alignkit": ours["tokens_per_s"],
             "alignkit_bf16_no_ckpt": ours_same["tokens_per_s"],
+            "alignkit_plain": ours_plain["tokens_per_s"],
+            "alignkit_forwarded": ours["forward_tokens_per_s"],
+            "alignkit_bf16_no_ckpt_forwarded": ours_same["forward_tokens_per_s"],
             "trl_default": trl_default["tokens_per_s"],
             "trl_bf16": trl_same["tokens_per_s"],
         },
         "peak_rss_gb": {
             "alignkit": ours["peak_rss"] / 1e9,
             "alignkit_bf16_no_ckpt": ours_same["peak_rss"] / 1e9,
+            "alignkit_plain": ours_plain["peak_rss"] / 1e9,
             "trl_default": trl_default["peak_rss"] / 1e9,
             "trl_bf16": trl_same["peak_rss"] / 1e9,
         },
@@ -460,6 +515,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--quality", action="store_true", help="run the quality comparison instead")
+    parser.add_argument(
+        "--only-default", action="store_true", help="run setting (a) only (no same-settings runs)"
+    )
     parser.add_argument("--quality-steps", type=int, default=150, help="alignkit's steps in the quality run")
     parser.add_argument(
         "--trl-step-seconds",

@@ -34,6 +34,14 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 @dataclass
+class CpuAttentionOption:
+    """The training-attention switch of the commands that honour it (rm, dpo, kto, sft)."""
+
+    cpu_attention: bool = True
+    """In bf16 on a CPU, run attention as two batched matmuls (alignkit's, ~2x faster there than SDPA's kernel; eager attention's precision). --no-cpu-attention keeps SDPA."""
+
+
+@dataclass
 class TrainConfig:
     """Options every trainer command (rm, dpo, kto, sft, ppo) takes with the same meaning."""
 

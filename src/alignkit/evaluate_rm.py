@@ -39,7 +39,10 @@ CALIBRATION_BINS = 10
 def score_comparisons(
     reward_model: Any, comparisons: Sequence[Comparison], batch_size: int = 16
 ) -> list[Tensor]:
-    """Scores of every answer, one (K,) tensor per comparison (one forward per answer, length-batched)."""
+    """Scores of every answer, one (K,) tensor per comparison (length-batched; the prompt forwarded once
+    per comparison when the reward model `shares_prompt`)."""
+    if hasattr(reward_model, "score_comparisons"):
+        return reward_model.score_comparisons(comparisons, batch_size)
     flat = [s for c in comparisons for s in c.sequences]
     scores = reward_model.score_sequences(flat, batch_size)
     out, start = [], 0

@@ -110,14 +110,28 @@ def test_rankings_one_forward_per_answer_each_ranking_one_comparison(tmp_path, t
     shapes = []
     original = rm_module.RewardModel.forward
 
-    def spy(self, input_ids, attention_mask):
-        shapes.append(tuple(input_ids.shape))
-        return original(self, input_ids, attention_mask)
+    def spy(self, input_ids, attention_mask, shared=None):
+        scores = original(self, input_ids, attention_mask, shared)
+        shapes.append((input_ids.shape[0], scores.shape[0]))
+        return scores
 
     monkeypatch.setattr(rm_module.RewardModel, "forward", spy)
     train_in_process(cfg)
-    # one forward for the micro-batch: 2 rankings x 4 answers, not 2 x C(4, 2) x 2 sequences
-    assert len(shapes) == 1 and shapes[0][0] == 8
+    # one forward for the micro-batch: 2 rankings x 4 answers, not 2 x C(4, 2) x 2 sequences;
+    # with the prompt shared (the default), one packed row per ranking
+    assert shapes == [(2, 8)]
+    cfg = config(
+        tmp_path,
+        tiny_model_dir,
+        cfg.data,
+        max_steps=1,
+        batch_size=2,
+        share_prompt=False,
+        output=str(tmp_path / "b"),
+    )
+    shapes.clear()
+    train_in_process(cfg)
+    assert shapes == [(8, 8)]
 
 
 def test_ranking_batch_weights_each_ranking_as_one_comparison(tokenizer):
@@ -260,11 +274,15 @@ def test_rm_json_summary_and_report_end_with_eval(tmp_path, tiny_model_dir, caps
         "train/lr",
         "train/grad_norm",
         "perf/tokens_per_s",
+        "perf/forward_tokens_per_s",
         "perf/padding_efficiency",
         "perf/step_seconds",
         "eval/accuracy",
     ):
         assert name in metric_names
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "perf/tokens_per_s" in r]
+    # the prompt is forwarded once per pair, so fewer tokens are computed than the pairs hold
+    assert all(r["perf/forward_tokens_per_s"] < r["perf/tokens_per_s"] for r in rows)
 
 
 # -------------------------------------------------------------------- resume
@@ -522,12 +540,16 @@ def test_bf16_training_runs_and_keeps_trainables_fp32(tmp_path, tiny_model_dir):
 def test_activation_budget_checkpoints_only_long_batches(tiny_model):
     budget = loop.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0)
     assert len(budget.layers) == 2
-    assert budget.plan(40) == 0  # 40 tokens x 10 B x 2 layers = 800 B fit
-    assert budget.plan(80) == 1 and budget.layers[0].gradient_checkpointing
+    assert budget.plan(1, 40) == 0  # 40 tokens x 10 B x 2 layers = 800 B fit
+    assert budget.plan(2, 40) == 1 and budget.layers[0].gradient_checkpointing
     assert not budget.layers[1].gradient_checkpointing
-    assert budget.plan(10_000) == 2
-    assert loop.ActivationBudget(tiny_model, None, 10.0, always=True).plan(1) == 2
-    assert loop.ActivationBudget(tiny_model, None, 10.0).plan(10**9) == 0
+    assert budget.plan(1, 10_000) == 2
+    assert loop.ActivationBudget(tiny_model, None, 10.0, always=True).plan(1, 1) == 2
+    assert loop.ActivationBudget(tiny_model, None, 10.0).plan(1, 10**9) == 0
+    # an attention that keeps its probabilities adds rows x width^2 x per_score to each layer
+    scored = loop.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0, per_score=0.1)
+    assert scored.plan(1, 20) == 0  # 2 x (200 + 40) B fit
+    assert scored.plan(1, 40) == 1  # 2 x (400 + 160) B do not; one checkpointed layer keeps 20 B
 
 
 def test_checkpointing_gives_the_same_update(tmp_path, tiny_model_dir):

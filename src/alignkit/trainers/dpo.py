@@ -11,6 +11,8 @@ where ``beta * (log pi - log pi_ref)`` is the implicit reward (sec. 5). TRL comp
   from a ``peft_config`` and ``ref_model`` is None: `DPOTrainer._compute_loss` runs the policy under
   ``use_adapter(model, None)``), so there is one copy of the model in memory; without LoRA a frozen copy
   (or ``--ref-model``, whose tokenizer must match);
+- each pair's prompt is forwarded once and the LM head runs on answer tokens only (`dpo_shared`,
+  ``--share-prompt``, default on): the log-probs TRL's loss reads are unchanged, the work is smaller;
 - held-out evaluation (`evaluate_pairs`): per pair, implicit rewards from sequence log-probs summed over
   the answer tokens; accuracy counts ties as half; the KL estimate is the mean over held-out chosen answers
   of ``log pi(y|x) - log pi_ref(y|x)`` per sequence (a log-ratio on fixed answers, not a sampled KL).
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit import console
+from alignkit.trainers import dpo_shared
 from alignkit.trainers import trl_common as common
 from alignkit.trainers.dpo_config import DPOConfig, parse_losses
 
@@ -167,6 +170,8 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
     )
     callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
     trainer = common.build_trainer(DPOTrainer, setup, args, callback, "preference", ref_model=setup.ref_model)
+    if cfg.share_prompt and not dpo_shared.install(trainer):
+        console.info("dpo: the prompt is forwarded with each answer (this model or setup cannot share it)")
     history: list[dict[str, Any]] = []
 
     def held_out(step: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.config import TrainConfig
+from alignkit.config import CpuAttentionOption, TrainConfig
 from alignkit.errors import ConfigError
 
 # name -> (what it optimises, in one line; the paper). Every `loss_type` TRL 1.16's DPOTrainer accepts.
@@ -119,7 +119,7 @@ def parse_losses(spec: str) -> list[str]:
 
 
 @dataclass
-class DPOConfig(TrainConfig):
+class DPOConfig(TrainConfig, CpuAttentionOption):
     """`alignkit dpo`: Direct Preference Optimization on preference pairs (no reward model)."""
 
     loss: str = "sigmoid"
@@ -155,6 +155,8 @@ class DPOConfig(TrainConfig):
     """Probability that a preference label is wrong (robust, aot) or EXO's epsilon (exo_pair needs > 0)."""
     loss_weights: list[float] | None = None
     """Weights of the losses in a combination like --loss sigmoid,sft (default: 1 each)."""
+    share_prompt: bool = True
+    """Forward each pair's prompt once (chosen and rejected packed in one row, block attention mask) and run the LM head on answer tokens only: same log-probs, fewer FLOPs."""
     precompute_ref: bool = False
     """Compute the reference log-probs of every pair once before training (no reference forward per step)."""
     ref_model: str | None = None

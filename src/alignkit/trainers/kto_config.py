@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.config import TrainConfig
+from alignkit.config import CpuAttentionOption, TrainConfig
 from alignkit.errors import ConfigError
 from alignkit.trainers.dpo_config import validate_common
 
@@ -16,7 +16,7 @@ KTO_LOSSES = {
 
 
 @dataclass
-class KTOConfig(TrainConfig):
+class KTOConfig(TrainConfig, CpuAttentionOption):
     """`alignkit kto`: learn from answers labelled desirable/undesirable (no pairs needed)."""
 
     loss: str = "kto"

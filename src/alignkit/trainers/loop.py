@@ -110,18 +110,29 @@ class ActivationBudget:
 
     Gradient checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory
     Cost") keeps only a layer's input and recomputes the layer in the backward pass. All
-    or nothing wastes compute on short batches; here each micro-batch checkpoints the
-    fewest layers ``k`` with ``tokens * per_layer * ((L - k) + k * kept) <= budget``, so
-    short batches run at full speed and the longest ones still fit. ``per_layer`` is an
-    estimate of the bytes one token leaves per layer (`activation_bytes_per_token`).
-    ``budget_bytes=None`` checkpoints no layer; ``always=True`` checkpoints every layer.
+    or nothing wastes compute on short batches; here each micro-batch of R rows x T tokens
+    checkpoints the fewest layers ``k`` with ``full * (L - k) + R T per_layer * kept * k <=
+    budget``, where ``full = R T per_layer + R T^2 per_score`` is what one whole layer
+    keeps, so short batches run at full speed and the longest ones still fit.
+    ``per_layer`` is an estimate of the bytes one token leaves per layer
+    (`activation_bytes_per_token`); ``per_score`` the bytes an attention that stores its
+    probabilities keeps per (query, key) pair (heads x 2 in bf16, `models.cpu_attention`;
+    0 for SDPA's kernel, which stores none). ``budget_bytes=None`` checkpoints no layer;
+    ``always=True`` checkpoints every layer.
     """
 
-    def __init__(self, model: nn.Module, budget_bytes: float | None, per_layer: float, always: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        budget_bytes: float | None,
+        per_layer: float,
+        always: bool = False,
+        per_score: float = 0.0,
+    ):
         from transformers.modeling_layers import GradientCheckpointingLayer
 
         self.layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-        self.budget, self.per_layer, self.always = budget_bytes, per_layer, always
+        self.budget, self.per_layer, self.always, self.per_score = budget_bytes, per_layer, always, per_score
         self.kept = 0.05  # a checkpointed layer still keeps its input (H values of ~20 H per token)
         if self.layers and (always or budget_bytes is not None):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -131,22 +142,24 @@ class ActivationBudget:
                 base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        self.plan(0)
+        self.plan(0, 0)
 
-    def layers_to_checkpoint(self, tokens: int) -> int:
+    def layers_to_checkpoint(self, rows: int, width: int) -> int:
         n = len(self.layers)
         if self.always:
             return n
+        tokens = rows * width
         if self.budget is None or tokens == 0:
             return 0
-        full = tokens * self.per_layer  # bytes of one layer kept whole
+        full = tokens * self.per_layer + rows * width * width * self.per_score  # one layer kept whole
         if full * n <= self.budget:
             return 0
-        return min(n, math.ceil((full * n - self.budget) / (full * (1 - self.kept))))
+        saved_each = full - tokens * self.per_layer * self.kept  # what checkpointing one layer saves
+        return min(n, math.ceil((full * n - self.budget) / saved_each))
 
-    def plan(self, tokens: int) -> int:
-        """Set each layer's checkpointing flag for a micro-batch of ``tokens`` (padded) tokens; return k."""
-        k = self.layers_to_checkpoint(tokens)
+    def plan(self, rows: int, width: int) -> int:
+        """Set each layer's checkpointing flag for a micro-batch of ``rows`` x ``width`` (padded) tokens; return k."""
+        k = self.layers_to_checkpoint(rows, width)
         for i, layer in enumerate(self.layers):
             layer.gradient_checkpointing = i < k
         return k

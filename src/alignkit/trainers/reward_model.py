@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.errors import ModelError
+from alignkit.models.shared_prompt import SharedPrompt, mask_for, supports_shared_prompt
 from alignkit.trainers.loop import Precision, autocast, resolve_precision
-from alignkit.trainers.rm_data import encode_answers, pad_right
+from alignkit.trainers.rm_data import Comparison, encode_answers, pack_shared, pad_right
 
 ADAPTER_NAME = "reward"
 KIND = "reward"
@@ -77,20 +78,48 @@ class RewardModel(nn.Module):
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """input_ids, attention_mask: (N, T), right- or left-padded → rewards (N,) fp32."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, shared: SharedPrompt | None = None
+    ) -> Tensor:
+        """input_ids, attention_mask: (N, T), right- or left-padded → rewards (N,) fp32.
+
+        With ``shared`` (see `rm_data.pack_shared`) the rows are packed comparisons
+        (R, T) and the N rewards are read at each answer's last token (``shared.rows``, ``shared.last``).
+        """
         device = next(self.model.parameters()).device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with autocast(self.precision, device.type):
             if self.head is None:  # a sequence classifier: transformers picks the last non-pad token
+                if shared is not None:
+                    raise ModelError("a sequence-classifier reward model cannot score packed comparisons")
                 return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
             from alignkit.models.heads import score_last_token
 
             assert self._decoder is not None
             with self._adapter_active():
                 # use_cache=False: no KV cache is built for a single scoring pass.
-                hidden = self._decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            return score_last_token(hidden.last_hidden_state, attention_mask, self.head)  # (N,)
+                if shared is None:
+                    hidden = self._decoder(
+                        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+                    )
+                    return score_last_token(hidden.last_hidden_state, attention_mask, self.head)  # (N,)
+                shared = shared.to(device)
+                hidden = self._decoder(
+                    input_ids=input_ids,
+                    attention_mask=mask_for(self.model, shared, self._compute_dtype()),
+                    position_ids=shared.position_ids,
+                    use_cache=False,
+                ).last_hidden_state  # (R, T, H)
+            picked = hidden[shared.rows, shared.last]  # (N, H) each answer's last token
+            return self.head(picked.unsqueeze(1)).squeeze(1)  # (N,)
+
+    @property
+    def shares_prompt(self) -> bool:
+        """Whether packed comparisons work here: our own head, and an attention that takes a 4D mask."""
+        return self.head is not None and supports_shared_prompt(self.model)
+
+    def _compute_dtype(self) -> torch.dtype:
+        return self.precision.autocast_dtype or next(self.model.parameters()).dtype
 
     def _adapter_active(self) -> AbstractContextManager:
         """Switch a shared base to this model's adapter for one forward pass (a no-op when it is active)."""
@@ -112,32 +141,70 @@ class RewardModel(nn.Module):
         cut from the left of the prompt to ``max_length``; an answer longer than that
         alone raises `ModelError` (score it with a larger ``max_length``).
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             if isinstance(inputs, dict):
                 return self(inputs["input_ids"], inputs["attention_mask"]).cpu()
             encoded = encode_answers(self.tokenizer, list(inputs), self.max_length)
-            too_long = [i for i, e in enumerate(encoded) if e is None]
-            if too_long:
-                raise ModelError(
-                    f"{len(too_long)} answer(s) (first: #{too_long[0]}) are longer than max_length "
-                    f"{self.max_length} on their own; they cannot be scored without cutting them"
-                )
-            return self.score_sequences([e.input_ids for e in encoded], batch_size)  # type: ignore[union-attr]
-        finally:
-            self.train(was_training)
+        too_long = [i for i, e in enumerate(encoded) if e is None]
+        if too_long:
+            raise ModelError(
+                f"{len(too_long)} answer(s) (first: #{too_long[0]}) are longer than max_length "
+                f"{self.max_length} on their own; they cannot be scored without cutting them"
+            )
+        return self.score_sequences([e.input_ids for e in encoded], batch_size)  # type: ignore[union-attr]
 
     @torch.no_grad()
     def score_sequences(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> Tensor:
         """Rewards (N,) of token-id lists, batched by length (little padding), in input order."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         out = torch.empty(len(sequences), dtype=torch.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            input_ids, attention_mask = pad_right([sequences[i] for i in chunk], self.pad_id)
-            out[chunk] = self(input_ids, attention_mask).float().cpu()
+        with self._eval_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                input_ids, attention_mask = pad_right([sequences[i] for i in chunk], self.pad_id)
+                out[chunk] = self(input_ids, attention_mask).float().cpu()
         return out
+
+    @torch.no_grad()
+    def score_comparisons(self, comparisons: Sequence[Comparison], batch_size: int = 16) -> list[Tensor]:
+        """Rewards of every answer, one (K,) tensor per comparison, in input order.
+
+        With `shares_prompt` each comparison is one packed row (its prompt forwarded
+        once); rows are batched by packed length, about ``batch_size`` answers a pass.
+        Otherwise every answer is its own row (`score_sequences`).
+        """
+        if not self.shares_prompt:
+            flat = self.score_sequences([s for c in comparisons for s in c.sequences], batch_size)
+            return list(flat.split([len(c.sequences) for c in comparisons]))
+        order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].packed_length)
+        out: list[Tensor] = [torch.empty(0)] * len(comparisons)
+        with self._eval_mode():
+            start = 0
+            while start < len(order):
+                chunk, answers = [], 0
+                while start < len(order) and (
+                    not chunk or answers + len(comparisons[order[start]].sequences) <= batch_size
+                ):
+                    chunk.append(order[start])
+                    answers += len(comparisons[order[start]].sequences)
+                    start += 1
+                input_ids, attention_mask, layout = pack_shared([comparisons[i] for i in chunk], self.pad_id)
+                scores = self(input_ids, attention_mask, layout).float().cpu()
+                for i, part in zip(
+                    chunk, scores.split([len(comparisons[i].sequences) for i in chunk]), strict=True
+                ):
+                    out[i] = part
+        return out
+
+    @contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Score without dropout, then restore the train/eval mode the caller had."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------ saving
     def save(self, folder: str | os.PathLike, base: str) -> Path:

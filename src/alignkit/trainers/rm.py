@@ -3,7 +3,9 @@
 Algorithm (per optimizer step, ``grad_accum`` micro-batches of ``batch_size`` comparisons):
 
 1. every answer of every comparison in the micro-batch is forwarded once, all in one
-   right-padded batch (a pair's chosen and rejected side by side): scores r (N,);
+   right-padded batch: scores r (N,). By default (``share_prompt``) a comparison is one
+   packed row, its prompt forwarded once and each answer after it under a block mask
+   (`rm_data.pack_shared`); otherwise each answer is a row of its own;
 2. all C(K, 2) (better, worse) pairs are gathered from r, each pair weighted
    1 / (pairs of its comparison), so a ranking counts as one comparison
    (InstructGPT, Ouyang et al. 2022, sec. 3.5);
@@ -33,6 +35,7 @@ from alignkit import console
 from alignkit.data.records import Record
 from alignkit.errors import ConfigError, DataError
 from alignkit.losses.reward import centering_loss, ranking_loss
+from alignkit.models.cpu_attention import enable_for_training, saved_bytes_per_score
 from alignkit.runs import Run
 from alignkit.trainers import loop
 from alignkit.trainers.reward_model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
@@ -167,6 +170,8 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     precision = loop.resolve_precision(cfg.dtype, cfg.lora, device)
     rm = build_reward_model(cfg, precision)
     rm.to(device)
+    if enable_for_training([rm.model], cfg.cpu_attention, precision.autocast_dtype, device):
+        console.info("rm: bf16 attention as batched matmuls on the CPU (--no-cpu-attention for SDPA)")
 
     train = prepare_comparisons(train_records, rm.tokenizer, cfg.max_length)
     report_prepared("train data", train, cfg.max_length)
@@ -215,7 +220,12 @@ def train_reward_model(
     from alignkit.evaluate_rm import evaluate_comparisons
 
     main = accelerator.is_main_process
-    lengths = [c.length for c in train.comparisons]
+    share_prompt = cfg.share_prompt and rm.shares_prompt
+    if cfg.share_prompt and not share_prompt:
+        console.info(
+            "rm: this model's attention takes no custom mask; each answer is forwarded with its prompt"
+        )
+    lengths = [c.packed_length if share_prompt else c.length for c in train.comparisons]
 
     def make_epoch(epoch: int) -> list[list[int]]:
         return loop.length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
@@ -250,6 +260,7 @@ def train_reward_model(
             2 if rm.precision.autocast_dtype is not None else 4,
         ),
         always=cfg.gradient_checkpointing,
+        per_score=saved_bytes_per_score(rm.model),
     )
     model, optimizer = accelerator.prepare(rm, optimizer)
     precision = rm.precision
@@ -276,7 +287,7 @@ def train_reward_model(
         while step < total_steps:
             started = time.perf_counter()
             batches = [
-                collate([train.comparisons[i] for i in next(stream)], rm.pad_id).to(device)
+                collate([train.comparisons[i] for i in next(stream)], rm.pad_id, share_prompt).to(device)
                 for _ in range(cfg.grad_accum)
             ]
             units = sum(b.comparisons for b in batches)
@@ -284,9 +295,9 @@ def train_reward_model(
             for k, batch in enumerate(batches):
                 last = k == len(batches) - 1
                 # Gradients are summed locally and all-reduced once, on the last micro-batch.
-                checkpointed = budget.plan(batch.input_ids.numel())
+                checkpointed = budget.plan(*batch.input_ids.shape)
                 with nullcontext() if last else accelerator.no_sync(model):
-                    scores = model(batch.input_ids, batch.attention_mask)  # (N,) one score per answer
+                    scores = model(batch.input_ids, batch.attention_mask, batch.shared)  # (N,) per answer
                     bt, bt_stats = ranking_loss(
                         scores, batch.better_idx, batch.worse_idx, batch.pair_weights, batch.margin
                     )
@@ -312,6 +323,7 @@ def train_reward_model(
             step += 1
             seconds = time.perf_counter() - started
             real = sum(b.real_tokens for b in batches)
+            computed = sum(b.computed_tokens for b in batches)
             counters["train_seconds"] += seconds
             counters["tokens"] += real
             stats.update(
@@ -319,7 +331,8 @@ def train_reward_model(
                     "train/lr": lr,
                     "train/grad_norm": float(grad_norm),
                     "perf/tokens_per_s": real / seconds,
-                    "perf/padding_efficiency": real / sum(b.input_ids.numel() for b in batches),
+                    "perf/forward_tokens_per_s": computed / seconds,
+                    "perf/padding_efficiency": computed / sum(b.input_ids.numel() for b in batches),
                     "perf/step_seconds": seconds,
                     "perf/checkpointed_layers": checkpointed,
                     "train/epoch": cursor.epoch + cursor.batch / max(1, per_epoch * world[1]),

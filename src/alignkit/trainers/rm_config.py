@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.config import TrainConfig
+from alignkit.config import CpuAttentionOption, TrainConfig
 from alignkit.errors import ConfigError
 
 
 @dataclass
-class RMConfig(TrainConfig):
+class RMConfig(TrainConfig, CpuAttentionOption):
     """`alignkit rm`: train a scalar reward model on preference pairs and K-way rankings."""
 
     center_rewards: float = 0.01
     """Weight of the reward-centering term mean((r_chosen + r_rejected)^2) (Eisenstein et al. 2023); 0 turns it off."""
     gradient_checkpointing: bool = False
     """Recompute every decoder layer in the backward pass: least memory, ~20% more compute on every batch."""
-    activation_memory_gb: float = 1.5
+    activation_memory_gb: float = 1.0
     """Memory for the activations of one micro-batch; longer batches recompute (checkpoint) just enough layers to fit. 0: no limit."""
     release_memory: bool = True
     """Return freed activation memory to the OS at once (glibc mmap threshold 1 MB): much lower peak RSS, ~5% slower."""
+    share_prompt: bool = True
+    """Forward a comparison's prompt once and its answers after it (block attention mask): same scores, ~35% fewer tokens on multi-turn prompts."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in groups of ~50 batches) to waste little padding."""
     eval_batch_size: int = 16
@@ -64,13 +66,13 @@ class RMConfig(TrainConfig):
 
 
 @dataclass
-class EvalRMConfig:
-    """`alignkit eval rm`: accuracy, margin, length bias and calibration of a reward model."""
+class ScoringOptions:
+    """Options shared by `alignkit eval rm` and `alignkit score`."""
 
     reward_model: str = ""
     """Reward model: an `alignkit rm` run dir, its reward_model/ dir, or an AutoModelForSequenceClassification checkpoint."""
     data: str = ""
-    """Held-out preference pairs or rankings (any format `alignkit data inspect` reads)."""
+    """Records with answers to score."""
     max_length: int | None = None
     """Longest prompt+answer in tokens (default: the reward model's training max_length)."""
     batch_size: int = 16
@@ -80,30 +82,32 @@ class EvalRMConfig:
     skip_invalid: bool = False
     """Skip invalid records (counted) instead of stopping at the first."""
     json: bool = False
-    """Print one JSON object on stdout instead of tables."""
+    """Print one JSON object on stdout."""
 
     def validate(self) -> None:
         _check_common(self)
 
 
 @dataclass
-class ScoreConfig:
+class EvalRMConfig(ScoringOptions):
+    """`alignkit eval rm`: accuracy, margin, length bias and calibration of a reward model."""
+
+    data: str = ""
+    """Held-out preference pairs or rankings (any format `alignkit data inspect` reads)."""
+    json: bool = False
+    """Print one JSON object on stdout instead of tables."""
+
+
+@dataclass
+class ScoreConfig(ScoringOptions):
     """`alignkit score`: add a reward-model score to every answer of a data file."""
 
-    reward_model: str = ""
-    """Reward model: an `alignkit rm` run dir, its reward_model/ dir, or an AutoModelForSequenceClassification checkpoint."""
     data: str = ""
     """Records with answers: preference pairs, rankings, or prompt+completion (sft / labelled) data."""
     output: str = ""
     """Output .jsonl: each record (TRL conversational JSON) plus `score` (one answer) or `scores` (several)."""
     max_length: int | None = None
     """Longest prompt+answer in tokens (default: the reward model's training max_length); longer answers get null."""
-    batch_size: int = 16
-    """Answers scored per forward pass."""
-    dtype: str = "auto"
-    """Precision: auto (bf16 where the CPU/GPU supports it, else fp32), bf16, fp32."""
-    skip_invalid: bool = False
-    """Skip invalid records (counted) instead of stopping at the first."""
     json: bool = False
     """Print a one-object JSON summary on stdout at the end."""
 

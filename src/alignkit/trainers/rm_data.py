@@ -5,6 +5,13 @@ or a K-way ranking (K answers with ranks). Each answer is tokenised once as
 prompt + answer through the tokenizer's chat template, so a ranking costs K forward
 passes, not 2 * C(K, 2) (InstructGPT, Ouyang et al. 2022, sec. 3.5).
 
+Shared prompt (``share_prompt``, on by default in training and evaluation): the K answers
+of a comparison share their prompt, so one packed row holds the prompt once and the K
+answers after it, each answer attending to the prompt and to itself only (a block
+attention mask) at the positions it would have on its own. The scores equal K separate
+passes (tested), for ~35% fewer tokens on multi-turn data such as HH-RLHF, where the
+prompt is most of a sequence.
+
 Length rule: a sequence longer than ``max_length`` loses tokens from the *left of the
 prompt* (the answer stays whole; the newest turns of the prompt are kept). An answer
 that alone is longer than ``max_length`` cannot be scored honestly: its comparison is
@@ -22,6 +29,7 @@ from torch import Tensor
 from alignkit.data.records import Conversation, Message, Record, text_of
 from alignkit.errors import DataError
 from alignkit.losses.reward import batch_ranking_pairs
+from alignkit.models.shared_prompt import SharedPrompt, common_prefix, pack
 
 TRAINABLE_KINDS = ("preference", "ranking")
 
@@ -119,6 +127,16 @@ class Comparison:
     def tokens(self) -> int:
         return sum(len(s) for s in self.sequences)
 
+    @property
+    def shared_prefix(self) -> int:
+        """Leading tokens every sequence has in common (its prompt), leaving each at least one of its own."""
+        return common_prefix(self.sequences)
+
+    @property
+    def packed_length(self) -> int:
+        """Row length with the prompt shared: the prefix once, then every answer's own tokens."""
+        return self.tokens - (len(self.sequences) - 1) * self.shared_prefix
+
 
 @dataclass
 class PreparedData:
@@ -202,22 +220,31 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, 
     return input_ids, attention_mask
 
 
+def pack_shared(comparisons: Sequence[Comparison], pad_id: int) -> tuple[Tensor, Tensor, SharedPrompt]:
+    """One right-padded row per comparison: its shared prefix, then each answer's own tokens
+    (`models.shared_prompt.pack`). Answers are scored at ``layout.last``, in comparison order."""
+    return pack([c.sequences for c in comparisons], pad_id)
+
+
 @dataclass
 class RewardBatch:
-    """Every answer of a micro-batch of comparisons, in one right-padded (N, T) batch."""
+    """Every answer of a micro-batch of comparisons: one right-padded row per answer, or per comparison
+    when ``shared`` is set (the prompt forwarded once, see `pack_shared`)."""
 
-    input_ids: Tensor  # (N, T) N = answers of all comparisons, group after group
-    attention_mask: Tensor  # (N, T) 1 on real tokens
+    input_ids: Tensor  # (R, T) R = N answers (group after group), or one row per comparison when shared
+    attention_mask: Tensor  # (R, T) 1 on real tokens
     better_idx: Tensor  # (P,) index into the (N,) scores of the preferred answer of each pair
     worse_idx: Tensor  # (P,)
     pair_weights: Tensor  # (P,) 1 / (pairs of its comparison): each comparison weighs one
     margin: Tensor | None  # (P,) required gap per pair, or None when no pair has one
     comparisons: int  # comparisons with at least one pair (the loss's unit)
-    real_tokens: int  # non-pad tokens
+    real_tokens: int  # tokens of every prompt + answer sequence, the prompt counted once per answer
+    shared: SharedPrompt | None = None  # the packed layout, when answers share their prompt's forward
+    computed_tokens: int = 0  # non-pad tokens actually forwarded (< real_tokens when shared)
 
     @property
     def padding_efficiency(self) -> float:
-        return self.real_tokens / max(1, self.input_ids.numel())
+        return self.computed_tokens / max(1, self.input_ids.numel())
 
     def to(self, device: torch.device | str) -> RewardBatch:
         """The same batch with every tensor on ``device`` (the model's; a no-op copy-free on the CPU)."""
@@ -230,6 +257,7 @@ class RewardBatch:
             worse_idx=move(self.worse_idx),
             pair_weights=move(self.pair_weights),
             margin=move(self.margin),
+            shared=self.shared.to(device) if self.shared is not None else None,
         )
 
 
@@ -238,9 +266,13 @@ def pair_count(ranks: Sequence[int]) -> int:
     return sum(1 for i in range(len(ranks)) for j in range(i + 1, len(ranks)) if ranks[i] != ranks[j])
 
 
-def collate(comparisons: Sequence[Comparison], pad_id: int) -> RewardBatch:
-    sequences = [s for c in comparisons for s in c.sequences]
-    input_ids, attention_mask = pad_right(sequences, pad_id)
+def collate(comparisons: Sequence[Comparison], pad_id: int, share_prompt: bool = False) -> RewardBatch:
+    """The micro-batch of ``comparisons``; ``share_prompt`` packs each into one row (`pack_shared`)."""
+    shared = None
+    if share_prompt:
+        input_ids, attention_mask, shared = pack_shared(comparisons, pad_id)
+    else:
+        input_ids, attention_mask = pad_right([s for c in comparisons for s in c.sequences], pad_id)
     better, worse, weights = batch_ranking_pairs([c.ranks for c in comparisons])
     margin = None
     if any(c.margin is not None for c in comparisons):
@@ -249,5 +281,14 @@ def collate(comparisons: Sequence[Comparison], pad_id: int) -> RewardBatch:
         margin = torch.tensor(per_pair, dtype=torch.float32)
     with_pairs = sum(1 for c in comparisons if len(set(c.ranks)) > 1)
     return RewardBatch(
-        input_ids, attention_mask, better, worse, weights, margin, with_pairs, int(attention_mask.sum())
+        input_ids,
+        attention_mask,
+        better,
+        worse,
+        weights,
+        margin,
+        with_pairs,
+        real_tokens=sum(c.tokens for c in comparisons),
+        shared=shared,
+        computed_tokens=int(attention_mask.sum()),
     )

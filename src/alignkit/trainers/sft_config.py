@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.config import TrainConfig
+from alignkit.config import CpuAttentionOption, TrainConfig
 from alignkit.errors import ConfigError
 from alignkit.trainers.dpo_config import validate_common
 
@@ -12,7 +12,7 @@ SFT_LOSSES = ("nll", "dft")
 
 
 @dataclass
-class SFTConfig(TrainConfig):
+class SFTConfig(TrainConfig, CpuAttentionOption):
     """`alignkit sft`: supervised fine-tuning on prompt/answer or conversational data (loss on answers only)."""
 
     loss: str = "nll"

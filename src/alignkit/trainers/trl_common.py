@@ -490,6 +490,16 @@ def prepare(cfg: TrainConfig, kind: str, needs_reference: bool, title: str) -> S
     console.info(
         f"data: {len(train_records)} train, {len(eval_records)} eval ({kind}); precision {precision.name}"
     )
+    from alignkit.models.cpu_attention import enable_for_training
+    from alignkit.models.registry import default_device
+
+    if enable_for_training(
+        [policy.model, ref_model],
+        getattr(cfg, "cpu_attention", False),
+        torch.bfloat16 if precision.bf16 else None,
+        default_device(),
+    ):
+        console.info("bf16 attention as batched matmuls on the CPU (--no-cpu-attention for SDPA)")
     return Setup(procs, precision, policy, train_records, eval_records, stats, ref_model, reference)
 
 

@@ -1,0 +1,130 @@
+"""Training attention for bf16 on a CPU: two batched matmuls and a softmax, ~2x faster than SDPA there.
+
+On a CPU, PyTorch's SDPA runs a flash-attention kernel whose bf16 forward + backward reached about half
+the speed of plain batched matmuls at our shapes (9 query heads, 3 KV heads, head dim 64, a few hundred
+tokens; measured in benchmarks/rm_vs_trl.py's profile: attention was 37% of a reward-model step). This
+attention is transformers' eager attention with the casts taken out:
+
+    scores = (q * scale) k^T + bias        (B, H_kv, G * T, S) bf16, G query heads per KV head
+    probs  = softmax(scores)               bf16 out (PyTorch's CPU kernel accumulates in fp32)
+    out    = probs v
+
+Precision: eager attention also rounds the scores to bf16 (the matmul's output) and casts the fp32
+softmax back to bf16 before ``probs v``; here the softmax's bf16 kernel does the same rounding in one
+step. SDPA's flash kernel keeps the scores in fp32, so its outputs are a little closer to fp32 (relative
+error ~0.5% against ~1% here, both at bf16's resolution; measured in tests/models/test_cpu_attention.py).
+
+GQA without copies: the G query heads of a KV head are stacked along the query axis, so each K and V is
+read once (no ``repeat_kv``). The mask is a (B, 1, T, S) bool (True = attend) or additive float; it
+becomes one additive bf16 bias per forward pass, shared by every layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+
+ATTENTION_NAME = "alignkit_cpu_bf16"
+
+
+def _bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, T, S) additive bias in ``dtype``; cached on the mask so 30 layers convert it once."""
+    cached = getattr(attention_mask, "_alignkit_bias", None)
+    if cached is not None and cached.dtype == dtype:
+        return cached
+    if attention_mask.dtype == torch.bool:
+        bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+        bias.masked_fill_(~attention_mask, torch.finfo(dtype).min)
+    else:
+        bias = attention_mask.to(dtype)
+    attention_mask._alignkit_bias = bias
+    return bias
+
+
+def cpu_bf16_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """query (B, H, T, D), key/value (B, H_kv, S, D), attention_mask (B, 1, T, S) or None (causal).
+
+    Returns (B, T, H, D), as transformers' attention functions do.
+    """
+    batch, heads, length, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    q = query.reshape(batch, kv_heads, group * length, dim) * scale  # heads h = kv * G + g, as repeat_kv
+    scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, group, length, kv_len)
+    if attention_mask is None:
+        causal = torch.ones(length, kv_len, dtype=torch.bool, device=query.device).tril_(kv_len - length)
+        attention_mask = causal[None, None]
+    scores = scores + _bias(attention_mask, scores.dtype)[:, :, None]  # (B, 1, 1, T, S) over heads
+    probs = torch.softmax(scores, dim=-1)
+    if dropout > 0.0 and module.training:
+        probs = torch.nn.functional.dropout(probs, p=dropout)
+    out = torch.matmul(probs.view(batch, kv_heads, group * length, kv_len), value)  # (B, H_kv, G * T, D)
+    return out.view(batch, heads, length, dim).transpose(1, 2), None
+
+
+def _configs(model: nn.Module) -> list:
+    seen: dict[int, object] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            seen.setdefault(id(config), config)
+    return list(seen.values())
+
+
+def use_cpu_bf16_attention(model: nn.Module) -> bool:
+    """Switch ``model`` (and every config it holds) to `cpu_bf16_attention` when it runs SDPA on a CPU.
+
+    Returns whether it switched. The mask transformers builds for SDPA (bool, or None when there is no
+    padding) is what this attention reads.
+    """
+    configs = _configs(model)
+    if not configs or any(c._attn_implementation != "sdpa" for c in configs):
+        return False
+    AttentionInterface.register(ATTENTION_NAME, cpu_bf16_attention)
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)  # build the same masks as for SDPA
+    for config in configs:
+        config._attn_implementation = ATTENTION_NAME
+    return True
+
+
+@contextlib.contextmanager
+def attention_restored(model: nn.Module) -> Iterator[None]:
+    """Put the model's previous attention back on exit (e.g. around saving a config)."""
+    saved = [(c, c._attn_implementation) for c in _configs(model)]
+    try:
+        yield
+    finally:
+        for config, previous in saved:
+            config._attn_implementation = previous
+
+
+def enable_for_training(models: list[nn.Module | None], enabled: bool, autocast_dtype, device) -> bool:
+    """`use_cpu_bf16_attention` on each model when ``enabled`` and training runs in bf16 on a CPU."""
+    if not enabled or autocast_dtype != torch.bfloat16 or torch.device(device).type != "cpu":
+        return False
+    return all([use_cpu_bf16_attention(m) for m in models if m is not None])
+
+
+def saved_bytes_per_score(model: nn.Module) -> float:
+    """Bytes per (query, key) pair per layer that this attention keeps for the backward pass (its bf16
+    probabilities, every head); 0 when the model runs another attention."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != ATTENTION_NAME:
+        return 0.0
+    return 2.0 * config.num_attention_heads

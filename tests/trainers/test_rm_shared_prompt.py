@@ -1,0 +1,134 @@
+"""Shared-prompt packing: a comparison's prompt forwarded once, its answers scored as if each were alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit.data.records import Message
+from alignkit.trainers.reward_model import load_reward_model
+from alignkit.trainers.rm_data import Comparison, collate, pack_shared, prepare_comparisons
+from factories import make_reward_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+@pytest.fixture
+def reward_model(tmp_path, tiny_model_dir):
+    return load_reward_model(make_reward_model(tmp_path / "rm", tiny_model_dir), dtype="fp32")
+
+
+def records():
+    from alignkit.data.records import Record
+
+    long_prompt = (
+        Message("user", "Tell me a story " * 12),
+        Message("assistant", "Once."),
+        Message("user", "More"),
+    )
+    return [
+        Record(prompt="What is 2 plus 2?", chosen="4.", rejected="Five, I think, or maybe six."),
+        Record(
+            prompt="Rank these numbers.",
+            responses=("three", "one two three four", "two", "one"),
+            ranks=(0, 2, 1, 2),
+        ),
+        Record(prompt="Say hi.", chosen="hi", rejected="hi"),  # identical answers still score alone
+        Record(prompt=long_prompt, chosen="a short one", rejected="a much longer answer " * 4),
+    ]
+
+
+def test_pack_layout_puts_the_prompt_once_and_each_answer_at_its_own_positions():
+    pair = Comparison(sequences=[[5, 6, 7, 8], [5, 6, 9]], ranks=(0, 1), answer_tokens=[2, 1])
+    assert pair.shared_prefix == 2 and pair.packed_length == 5
+    input_ids, attention_mask, layout = pack_shared([pair], pad_id=0)
+    assert input_ids.tolist() == [[5, 6, 7, 8, 9]]
+    assert layout.segments.tolist() == [[0, 0, 1, 1, 2]]
+    assert layout.position_ids.tolist() == [[0, 1, 2, 3, 2]]
+    assert (layout.rows.tolist(), layout.last.tolist()) == ([0, 0], [3, 4])
+    assert layout.columns(torch.tensor([4, 3]), 4).tolist() == [[0, 1, 2, 3], [0, 1, 4, 4]]
+    visible = layout.attention_mask()[0, 0]
+    assert visible[4].tolist() == [True, True, False, False, True]  # answer 2 sees the prompt and itself
+    assert visible[3].tolist() == [True, True, True, True, False]  # answer 1 never sees answer 2
+    assert attention_mask.tolist() == [[1, 1, 1, 1, 1]]
+
+
+def test_identical_sequences_keep_one_token_of_their_own():
+    same = Comparison(sequences=[[1, 2, 3], [1, 2, 3]], ranks=(0, 1), answer_tokens=[1, 1])
+    assert same.shared_prefix == 2  # each answer still ends on a token of its own row segment
+    _, _, layout = pack_shared([same], pad_id=0)
+    assert layout.last.tolist() == [2, 3]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_scores_equal_one_pass_per_answer(reward_model, attention):
+    reward_model.model.config._attn_implementation = attention
+    data = prepare_comparisons(records(), reward_model.tokenizer, max_length=48)
+    assert data.truncated_prompts > 0  # the long prompt was cut differently for each answer
+    assert sum(c.shared_prefix for c in data.comparisons) > 0
+    assert reward_model.shares_prompt
+    packed = reward_model.score_comparisons(data.comparisons, batch_size=5)  # rows of several comparisons
+    flat = reward_model.score_sequences([s for c in data.comparisons for s in c.sequences], batch_size=3)
+    torch.testing.assert_close(torch.cat(packed), flat, rtol=1e-5, atol=1e-5)
+    # the identical answers of "Say hi." score the same
+    assert packed[2][0].item() == pytest.approx(packed[2][1].item(), abs=1e-5)
+
+
+def test_packed_training_batch_gives_the_same_scores_and_gradients(reward_model):
+    data = prepare_comparisons(records(), reward_model.tokenizer, max_length=48).comparisons
+    grads = []
+    for share in (False, True):
+        batch = collate(data, reward_model.pad_id, share_prompt=share)
+        reward_model.zero_grad()
+        for p in reward_model.head.parameters():
+            p.requires_grad_(True)
+        scores = reward_model(batch.input_ids, batch.attention_mask, batch.shared)
+        (scores[batch.better_idx] - scores[batch.worse_idx]).sum().backward()
+        grads.append((scores.detach(), reward_model.head.score.weight.grad.clone()))
+        assert batch.real_tokens == sum(c.tokens for c in data)
+        if share:
+            assert batch.input_ids.shape[0] == len(data)  # one row per comparison
+            assert batch.computed_tokens < batch.real_tokens
+        else:
+            assert batch.computed_tokens == batch.real_tokens
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_sequence_classifier_does_not_share_prompts(reward_model, tmp_path):
+    from alignkit.trainers.reward_model import export_reward_model
+
+    exported = load_reward_model(export_reward_model(tmp_path / "rm", tmp_path / "plain"), dtype="fp32")
+    assert not exported.shares_prompt
+    data = prepare_comparisons(records(), exported.tokenizer, max_length=48).comparisons
+    # it scores the same comparisons one answer at a time, equal to the adapter model's packed scores
+    ours = torch.cat(reward_model.score_comparisons(data))
+    theirs = torch.cat(exported.score_comparisons(data))
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_every_step_of_a_run_packs_or_not_as_asked(tmp_path, tiny_model_dir, capsys):
+    import sys
+    from pathlib import Path
+
+    from alignkit.cli import main
+    from alignkit.runs import read_metrics
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_rm import RECIPE, write_pairs  # noqa: E402
+
+    data = write_pairs(tmp_path / "p.jsonl", n=8)
+    for flag in ("--share-prompt", "--no-share-prompt"):
+        out = tmp_path / flag
+        args = ["rm", "-c", str(RECIPE), "-m", str(tiny_model_dir), "--data", str(data), "-o", str(out), flag]
+        assert main([*args, "--max-steps", "4", "--json", "--quiet"]) == 0
+        rows = [r for r in read_metrics(out / "metrics.jsonl") if "perf/tokens_per_s" in r]
+        assert len(rows) == 4
+        for r in rows:
+            if flag == "--share-prompt":
+                assert r["perf/forward_tokens_per_s"] < r["perf/tokens_per_s"]
+            else:
+                assert r["perf/forward_tokens_per_s"] == pytest.approx(r["perf/tokens_per_s"])
