@@ -128,3 +128,16 @@ def test_rm_and_dpo_train_in_bf16_with_it_like_with_sdpa(tmp_path, tiny_model_di
         on, off = losses[command, "--cpu-attention"], losses[command, "--no-cpu-attention"]
         assert len(on) == len(off) == 2
         assert on == pytest.approx(off, rel=0.05, abs=0.02)  # bf16 rounding differs, the training does not
+
+
+def test_training_keeps_no_attention_probabilities_for_the_backward_pass():
+    """The (T x T) probabilities are recomputed in the backward pass, not saved (memory stays linear in T)."""
+    b, h, kv, t, d = 1, 6, 2, 64, 16
+    q, k, v = (torch.randn(b, n, t, d, dtype=torch.bfloat16, requires_grad=True) for n in (h, kv, kv))
+    mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x.numel()) or x, lambda x: x):
+        out, _ = cpu_bf16_attention(torch.nn.Module(), q, k, v, mask)
+    assert saved and max(saved) < h * t * t  # nothing the size of every head's scores
+    out.float().sum().backward()
+    assert q.grad is not None and k.grad is not None and torch.isfinite(v.grad.float()).all()

@@ -16,7 +16,8 @@ error ~0.5% against ~1% here, both at bf16's resolution; measured in tests/model
 
 GQA without copies: the G query heads of a KV head are stacked along the query axis, so each K and V is
 read once (no ``repeat_kv``). The mask is a (B, 1, T, S) bool (True = attend) or additive float; it
-becomes one additive bf16 bias per forward pass, shared by every layer.
+becomes one additive bf16 bias per forward pass, shared by every layer. In training the probabilities
+are recomputed in the backward pass instead of kept (see `cpu_bf16_attention`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def _bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias
 
 
+def _core(
+    q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, group: int
+) -> torch.Tensor:
+    """softmax(q k^T + bias) v with the G query heads of a KV head stacked: q (B, H_kv, G T, D) → same shape."""
+    batch, kv_heads, rows, _ = q.shape
+    length, kv_len = rows // group, key.shape[2]
+    scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, group, length, kv_len)
+    probs = torch.softmax(scores + bias[:, :, None], dim=-1)  # bias (B, 1, T, S) over heads
+    return torch.matmul(probs.view(batch, kv_heads, rows, kv_len), value)
+
+
 def cpu_bf16_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -57,22 +69,26 @@ def cpu_bf16_attention(
 ) -> tuple[torch.Tensor, None]:
     """query (B, H, T, D), key/value (B, H_kv, S, D), attention_mask (B, 1, T, S) or None (causal).
 
-    Returns (B, T, H, D), as transformers' attention functions do.
+    Returns (B, T, H, D), as transformers' attention functions do. When gradients flow, the
+    probabilities are not kept for the backward pass but recomputed there (selective recomputation,
+    Korthikanti et al. 2022, arXiv:2205.05198, sec. 5): they are the only (T x T) activation, cheap to
+    recompute and large to keep, so memory stays linear in T as with a flash kernel.
     """
+    if dropout > 0.0 and module.training:
+        raise NotImplementedError("alignkit's CPU attention has no attention dropout; use --no-cpu-attention")
     batch, heads, length, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     group = heads // kv_heads
     scale = scaling if scaling is not None else dim**-0.5
     q = query.reshape(batch, kv_heads, group * length, dim) * scale  # heads h = kv * G + g, as repeat_kv
-    scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, group, length, kv_len)
     if attention_mask is None:
         causal = torch.ones(length, kv_len, dtype=torch.bool, device=query.device).tril_(kv_len - length)
         attention_mask = causal[None, None]
-    scores = scores + _bias(attention_mask, scores.dtype)[:, :, None]  # (B, 1, 1, T, S) over heads
-    probs = torch.softmax(scores, dim=-1)
-    if dropout > 0.0 and module.training:
-        probs = torch.nn.functional.dropout(probs, p=dropout)
-    out = torch.matmul(probs.view(batch, kv_heads, group * length, kv_len), value)  # (B, H_kv, G * T, D)
+    bias = _bias(attention_mask, q.dtype)
+    if torch.is_grad_enabled() and (q.requires_grad or key.requires_grad or value.requires_grad):
+        out = torch.utils.checkpoint.checkpoint(_core, q, key, value, bias, group, use_reentrant=False)
+    else:
+        out = _core(q, key, value, bias, group)  # (B, H_kv, G * T, D)
     return out.view(batch, heads, length, dim).transpose(1, 2), None
 
 
@@ -94,6 +110,8 @@ def use_cpu_bf16_attention(model: nn.Module) -> bool:
     configs = _configs(model)
     if not configs or any(c._attn_implementation != "sdpa" for c in configs):
         return False
+    if any(getattr(c, "attention_dropout", 0.0) for c in configs):
+        return False  # attention dropout: keep SDPA, which implements it
     AttentionInterface.register(ATTENTION_NAME, cpu_bf16_attention)
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -122,9 +140,10 @@ def enable_for_training(models: list[nn.Module | None], enabled: bool, autocast_
 
 
 def saved_bytes_per_score(model: nn.Module) -> float:
-    """Bytes per (query, key) pair per layer that this attention keeps for the backward pass (its bf16
-    probabilities, every head); 0 when the model runs another attention."""
+    """Bytes per (query, key) pair per layer that the model's attention keeps for the backward pass: 0 for
+    SDPA's flash kernel and for `cpu_bf16_attention`, which recomputes its probabilities; eager attention
+    keeps its fp32 softmax input and bf16 probabilities for every head."""
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != ATTENTION_NAME:
+    if getattr(config, "_attn_implementation", None) != "eager":
         return 0.0
-    return 2.0 * config.num_attention_heads
+    return 6.0 * config.num_attention_heads
