@@ -38,7 +38,7 @@ class CpuAttentionOption:
     """The training-attention switch of the commands that honour it (rm, dpo, kto, sft)."""
 
     cpu_attention: bool = True
-    """In bf16 on a CPU, run attention as two batched matmuls (alignkit's, ~2x faster there than SDPA's kernel; eager attention's precision). --no-cpu-attention keeps SDPA."""
+    """In bf16 on a CPU, run attention as two batched matmuls (alignkit's; faster there than SDPA's kernel, with eager attention's precision). --no-cpu-attention keeps SDPA."""
 
 
 @dataclass

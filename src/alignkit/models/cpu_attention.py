@@ -22,9 +22,6 @@ are recomputed in the backward pass instead of kept (see `cpu_bf16_attention`).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 from transformers import AttentionInterface
@@ -92,7 +89,9 @@ def cpu_bf16_attention(
     return out.view(batch, heads, length, dim).transpose(1, 2), None
 
 
-def _configs(model: nn.Module) -> list:
+def attention_configs(model: nn.Module) -> list:
+    """Every distinct config object in ``model`` that names an attention implementation (a PEFT wrapper
+    and its base share one; a separate reference model has its own)."""
     seen: dict[int, object] = {}
     for module in model.modules():
         config = getattr(module, "config", None)
@@ -107,7 +106,7 @@ def use_cpu_bf16_attention(model: nn.Module) -> bool:
     Returns whether it switched. The mask transformers builds for SDPA (bool, or None when there is no
     padding) is what this attention reads.
     """
-    configs = _configs(model)
+    configs = attention_configs(model)
     if not configs or any(c._attn_implementation != "sdpa" for c in configs):
         return False
     if any(getattr(c, "attention_dropout", 0.0) for c in configs):
@@ -119,17 +118,6 @@ def use_cpu_bf16_attention(model: nn.Module) -> bool:
     for config in configs:
         config._attn_implementation = ATTENTION_NAME
     return True
-
-
-@contextlib.contextmanager
-def attention_restored(model: nn.Module) -> Iterator[None]:
-    """Put the model's previous attention back on exit (e.g. around saving a config)."""
-    saved = [(c, c._attn_implementation) for c in _configs(model)]
-    try:
-        yield
-    finally:
-        for config, previous in saved:
-            config._attn_implementation = previous
 
 
 def enable_for_training(models: list[nn.Module | None], enabled: bool, autocast_dtype, device) -> bool:

@@ -26,6 +26,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from alignkit.models.cpu_attention import attention_configs
+
 ATTENTION_NAME = "alignkit_slab"
 
 
@@ -204,15 +206,6 @@ def slab_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
-def _configs(model: nn.Module) -> list:
-    seen: dict[int, object] = {}
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation"):
-            seen.setdefault(id(config), config)
-    return list(seen.values())
-
-
 @contextlib.contextmanager
 def slab_attention_enabled(model: nn.Module) -> Iterator[None]:
     """Route the model's attention through :func:`slab_attention` for the duration; restore it afterwards.
@@ -221,7 +214,7 @@ def slab_attention_enabled(model: nn.Module) -> Iterator[None]:
     base) is switched too; do not run other forwards of the same model from another thread meanwhile.
     """
     AttentionInterface.register(ATTENTION_NAME, slab_attention)
-    saved = [(config, config._attn_implementation) for config in _configs(model)]
+    saved = [(config, config._attn_implementation) for config in attention_configs(model)]
     try:
         for config, _ in saved:
             config._attn_implementation = ATTENTION_NAME
