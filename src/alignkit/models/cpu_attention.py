@@ -1,9 +1,11 @@
-"""Training attention for bf16 on a CPU: two batched matmuls and a softmax, ~2x faster than SDPA there.
+"""Training attention for bf16 on a CPU: two batched matmuls and a softmax, faster there than SDPA's kernel.
 
-On a CPU, PyTorch's SDPA runs a flash-attention kernel whose bf16 forward + backward reached about half
-the speed of plain batched matmuls at our shapes (9 query heads, 3 KV heads, head dim 64, a few hundred
-tokens; measured in benchmarks/rm_vs_trl.py's profile: attention was 37% of a reward-model step). This
-attention is transformers' eager attention with the casts taken out:
+On a CPU, PyTorch's SDPA runs a flash-attention kernel whose bf16 forward + backward ran at about half
+the speed of plain batched matmuls at our shapes (9 query heads, 3 KV heads, head dim 64, 400 tokens, one
+thread, in a microbenchmark; attention was 37% of a reward-model step in an earlier profile). The whole
+DPO step gained 1.28x in `benchmarks/dpo_vs_trl.py` (``throughput_ratio_same_no_share``, measured before
+the recomputation below was added, which costs one more attention forward per layer). This attention is
+transformers' eager attention with the casts taken out:
 
     scores = (q * scale) k^T + bias        (B, H_kv, G * T, S) bf16, G query heads per KV head
     probs  = softmax(scores)               bf16 out (PyTorch's CPU kernel accumulates in fp32)
