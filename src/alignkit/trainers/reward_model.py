@@ -177,22 +177,22 @@ class RewardModel(nn.Module):
             flat = self.score_sequences([s for c in comparisons for s in c.sequences], batch_size)
             return list(flat.split([len(c.sequences) for c in comparisons]))
         order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].packed_length)
+        chunks: list[list[int]] = [[]]
+        answers = 0
+        for i in order:  # consecutive comparisons of similar length, ~batch_size answers per chunk
+            k = len(comparisons[i].sequences)
+            if chunks[-1] and answers + k > batch_size:
+                chunks.append([])
+                answers = 0
+            chunks[-1].append(i)
+            answers += k
         out: list[Tensor] = [torch.empty(0)] * len(comparisons)
         with self._eval_mode():
-            start = 0
-            while start < len(order):
-                chunk, answers = [], 0
-                while start < len(order) and (
-                    not chunk or answers + len(comparisons[order[start]].sequences) <= batch_size
-                ):
-                    chunk.append(order[start])
-                    answers += len(comparisons[order[start]].sequences)
-                    start += 1
+            for chunk in chunks if order else []:
                 input_ids, attention_mask, layout = pack_shared([comparisons[i] for i in chunk], self.pad_id)
                 scores = self(input_ids, attention_mask, layout).float().cpu()
-                for i, part in zip(
-                    chunk, scores.split([len(comparisons[i].sequences) for i in chunk]), strict=True
-                ):
+                sizes = [len(comparisons[i].sequences) for i in chunk]
+                for i, part in zip(chunk, scores.split(sizes), strict=True):
                     out[i] = part
         return out
 
