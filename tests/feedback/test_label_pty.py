@@ -34,17 +34,28 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def _controlling_tty_sigint_ignored() -> None:
+    """As `_controlling_tty`, with SIGINT ignored, as a shell without job control leaves a job run with ``&``."""
+    _controlling_tty()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Terminal:
     """A child process on a pseudo-terminal of ``cols`` x ``rows``; ``expect`` waits for text on screen."""
 
-    def __init__(self, args: list[str], cols: int = 120, rows: int = 30):
+    def __init__(self, args: list[str], cols: int = 120, rows: int = 30, sigint_ignored: bool = False):
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.saved_modes = termios.tcgetattr(self.slave)
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         env.update(TERM="xterm-256color", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            args, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, preexec_fn=_controlling_tty
+            args,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            env=env,
+            preexec_fn=_controlling_tty_sigint_ignored if sigint_ignored else _controlling_tty,
         )
         self.seen = ""  # everything read, escape codes removed
 
@@ -177,14 +188,14 @@ def test_terminal_too_small_is_explained(candidates, tmp_path):
     assert read_labels(tmp_path / "labels.jsonl").rows == []
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c, SIGINT ignored by the parent", "sigterm"])
 def test_interrupts_restore_the_terminal(candidates, tmp_path, how):
     out = tmp_path / "labels.jsonl"
-    term = Terminal(_label_cmd(candidates, out))
+    term = Terminal(_label_cmd(candidates, out), sigint_ignored="ignored" in how)
     try:
         term.expect(r"done 0/6")
         term.press("2", r"done 1/6")
-        if how == "ctrl-c":
+        if how.startswith("ctrl-c"):
             term.press("\x03", r"1 judgements saved this session")
             assert term.wait() == 0  # Ctrl-C quits like q
         else:

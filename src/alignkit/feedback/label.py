@@ -387,6 +387,9 @@ class KeyReader:
         self._saved = termios.tcgetattr(self.fd)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             self._handlers[sig] = signal.signal(sig, _exit_on_signal)
+        # Ctrl-C quits even when SIGINT came in ignored: a job started with `&` by a non-interactive shell
+        # inherits SIG_IGN, and Python then never raises KeyboardInterrupt.
+        self._handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         tty.setcbreak(self.fd)  # no echo, no line buffering; Ctrl-C still interrupts
         return self
 
