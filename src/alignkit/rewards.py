@@ -266,6 +266,7 @@ class RewardSet:
         responses: Sequence[str],
         batch: TokenBatch | None = None,
         finished: Sequence[bool] | None = None,
+        groups: Sequence[int] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Score responses with every member and combine.
 
@@ -277,6 +278,8 @@ class RewardSet:
                 :func:`template_suffix_ids`); members with an identical tokenizer (same
                 :func:`tokenizer_fingerprint`) score these ids, the others re-tokenise the text.
             finished: B flags, False for responses cut at the length limit (default: all True).
+            groups: B group ids; rows with the same id answer the same prompt (best-of-n candidates).
+                Members that can (`ModelScorer.score_groups`) then forward each group's prompt once.
 
         Returns:
             combined: (B,) float32; per_model: {name: (B,) float32}, raw (unweighted) scores.
@@ -286,10 +289,12 @@ class RewardSet:
         per_model: dict[str, Tensor] = {}
         batch_fp = tokenizer_fingerprint(batch.tokenizer) if batch is not None else None
         for member in self.members:
-            per_model[member.name] = self._score_member(member, prompts, responses, batch, batch_fp, finished)
+            per_model[member.name] = self._score_member(
+                member, prompts, responses, batch, batch_fp, finished, groups
+            )
         return self.combine_scores(per_model), per_model
 
-    def _score_member(self, member, prompts, responses, batch, batch_fp, finished) -> Tensor:
+    def _score_member(self, member, prompts, responses, batch, batch_fp, finished, groups) -> Tensor:
         scorer = member.scorer
         if hasattr(scorer, "score_text"):
             return scorer.score_text(list(map(as_conversation, prompts)), list(responses))
@@ -301,11 +306,28 @@ class RewardSet:
                 scorer.tokenizer, prompts, responses, finished, member.max_length
             )
             self.retokenised[member.name] = self.retokenised.get(member.name, 0) + len(responses)
+        if groups is not None and len(set(groups)) < len(groups) and getattr(scorer, "shares_prompt", False):
+            return _score_grouped(scorer, ids, mask, groups, self.forward_batch_size)
         out = []
         for start in range(0, ids.shape[0], self.forward_batch_size):
             rows = slice(start, start + self.forward_batch_size)
-            out.append(scorer.score_ids(ids[rows], mask[rows]).float().reshape(-1))
+            used = mask[rows].bool().any(0).nonzero()[:, 0]  # drop columns that are padding in every row
+            cols = slice(int(used[0]), int(used[-1]) + 1) if used.numel() else slice(None)
+            out.append(scorer.score_ids(ids[rows, cols], mask[rows, cols]).float().reshape(-1))
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def _score_grouped(scorer: Any, ids: Tensor, mask: Tensor, groups: Sequence[int], batch_size: int) -> Tensor:
+    """(B,) scores of padded rows ``ids``, ``mask`` (B, T), the rows of each group scored together."""
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(groups):
+        members.setdefault(group, []).append(row)
+    rows = [[ids[i][mask[i].bool()].tolist() for i in index] for index in members.values()]
+    scores = scorer.score_groups(rows, batch_size)
+    out = torch.empty(len(groups), dtype=torch.float32)
+    for index, part in zip(members.values(), scores, strict=True):
+        out[index] = part.float()
+    return out
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -326,6 +348,15 @@ class ModelScorer:
 
     def score_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model(input_ids, attention_mask).float().cpu()
+
+    @property
+    def shares_prompt(self) -> bool:
+        """Whether `score_groups` forwards a group's common prompt once (`RewardModel.shares_prompt`)."""
+        return bool(getattr(self.model, "shares_prompt", False))
+
+    def score_groups(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int) -> list[Tensor]:
+        """Token-id lists in groups sharing a prompt → one (K,) float32 tensor per group."""
+        return self.model.score_groups(groups, batch_size)
 
 
 def same_base(a: str, b: str) -> bool:

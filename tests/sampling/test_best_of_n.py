@@ -13,7 +13,7 @@ import torch
 
 from alignkit.data.load import load_records
 from alignkit.data.records import conversation
-from alignkit.rewards import FunctionScorer, RewardMember, RewardSet
+from alignkit.rewards import FunctionScorer, RewardMember, RewardSet, template_suffix_ids
 from alignkit.sampling.best_of_n import (
     best_index,
     kl_bound,
@@ -160,3 +160,39 @@ def test_exports_load_as_preference_and_sft(tmp_path):
     assert loaded_pair.prompt == PROMPTS[0]
     (loaded_sft,) = load_records(sft, kind="sft").records
     assert loaded_sft.completion[0].content == "best answer"
+
+
+def test_candidates_of_a_prompt_are_scored_as_one_group(tmp_path, tiny_model_dir, one_thread):
+    """A reward model that shares prompts gets each prompt's candidates as one group (its prompt forwarded
+    once); the scores equal one forward pass per candidate, and a text-only member is unaffected."""
+    from alignkit.rewards import ModelScorer
+    from alignkit.trainers.reward_model import load_reward_model
+    from factories import make_reward_model
+
+    model = load_reward_model(make_reward_model(tmp_path / "rm", tiny_model_dir), dtype="fp32")
+    tok = model.tokenizer
+    texts = [["Four.", "It is four, of course.", "5", "2 + 2 = 4"], ["Hello there!", "hi"]]
+    prompts = [conversation(("user", "What is 2 plus 2?")), conversation(("user", "Greet me " * 6))]
+    gens = []
+    for p, (prompt, answers) in enumerate(zip(prompts, texts, strict=True)):
+        rendered = tok.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in prompt],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        prompt_ids = tok(rendered, add_special_tokens=False)["input_ids"]
+        for j, text in enumerate(answers):
+            response = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            gens.append(Generation(p, j, list(prompt_ids), response, text, True))
+    calls = []
+    original = model.score_groups
+    model.score_groups = lambda groups, batch_size: (
+        calls.append([len(g) for g in groups]) or original(groups, batch_size)
+    )
+    rewards = RewardSet([RewardMember("rm", ModelScorer(model)), RewardMember("len", length_scorer())])
+    scores = score_generations(rewards, tok, prompts, gens, batch_size=16)
+    assert len(calls) == 1 and sorted(calls[0]) == [2, 4]  # both prompts in one call, one group each
+    rows = [g.prompt_ids + g.response_ids + template_suffix_ids(tok) for g in gens]
+    alone = model.score_sequences(rows, batch_size=1)
+    torch.testing.assert_close(scores.per_model["rm"], alone, rtol=1e-5, atol=1e-5)
+    assert scores.per_model["len"].tolist() == [float(len(t)) for answers in texts for t in answers]

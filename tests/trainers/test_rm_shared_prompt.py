@@ -132,3 +132,58 @@ def test_every_step_of_a_run_packs_or_not_as_asked(tmp_path, tiny_model_dir, cap
                 assert r["perf/forward_tokens_per_s"] < r["perf/tokens_per_s"]
             else:
                 assert r["perf/forward_tokens_per_s"] == pytest.approx(r["perf/tokens_per_s"])
+
+
+def _groups(tokenizer):
+    """Best-of-n style groups: one prompt, several answers each; one group of a single answer."""
+    prompts = ["What is 2 plus 2?", "Tell me a story about a lighthouse keeper " * 3, "Say hi."]
+    answers = [
+        ["4.", "Four.", "It is 4, of course.", "5", "four", "Maybe 4?", "2 + 2 = 4"],
+        ["Once upon a time.", "The keeper slept.", "No."],
+        ["hi"],
+    ]
+    groups = []
+    for prompt, texts in zip(prompts, answers, strict=True):
+        rendered = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": t}], tokenize=False
+            )
+            for t in texts
+        ]
+        groups.append([tokenizer(r, add_special_tokens=False)["input_ids"] for r in rendered])
+    return groups
+
+
+@pytest.mark.parametrize("limit", [None, 40])
+def test_score_groups_equals_one_pass_per_answer(reward_model, monkeypatch, limit):
+    """Groups bigger than the batch, or than PACK_TOKENS packed, are split over rows; scores are unchanged."""
+    from alignkit.trainers import reward_model as module
+
+    if limit is not None:
+        monkeypatch.setattr(module, "PACK_TOKENS", limit)
+    groups = _groups(reward_model.tokenizer)
+    assert reward_model.shares_prompt
+    grouped = reward_model.score_groups(groups, batch_size=3)  # 7 answers: split into packs of <= 3
+    flat = reward_model.score_sequences([s for g in groups for s in g], batch_size=4)
+    assert [len(s) for s in grouped] == [len(g) for g in groups]
+    torch.testing.assert_close(torch.cat(grouped), flat, rtol=1e-5, atol=1e-5)
+
+
+def test_split_groups_cuts_into_the_fewest_even_packs(monkeypatch):
+    from alignkit.trainers import reward_model as module
+
+    prompt = list(range(100, 120))  # 20 shared tokens
+    group = [prompt + [k] * n for k, n in enumerate((3, 5, 2, 4, 6))]  # answers differ from their first token
+    assert module._split_groups([group], most_answers=10) == [((0, 0, 5), 20 + 3 + 5 + 2 + 4 + 6)]
+    packs = module._split_groups([group], most_answers=2)  # ceil(5 / 2) = 3 packs of 2, 1, 2 answers
+    assert [span for span, _ in packs] == [(0, 0, 2), (0, 2, 3), (0, 3, 5)]
+    assert [length for _, length in packs] == [20 + 3 + 5, 20 + 2, 20 + 4 + 6]  # a lone answer: its length
+    monkeypatch.setattr(module, "PACK_TOKENS", 30)  # 40 tokens packed: 2 packs
+    packs = module._split_groups([group], most_answers=10)
+    assert [span for span, _ in packs] == [(0, 0, 2), (0, 2, 5)]
+    assert [length for _, length in packs] == [28, 32]  # even in answers, so about (not at most) the limit
+    monkeypatch.setattr(module, "PACK_TOKENS", 5)  # answers longer than the limit: one row each
+    assert [span for span, _ in module._split_groups([group], most_answers=10)] == [
+        (0, i, i + 1) for i in range(5)
+    ]
+    assert module._split_groups([[[7]]], most_answers=1) == [((0, 0, 1), 1)]

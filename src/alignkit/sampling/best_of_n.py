@@ -98,23 +98,34 @@ def score_generations(
 
     Members on the policy's tokenizer score the sampled ids as they are: prompt + response (+ the chat
     template's suffix after a finished answer's EOS, so the last token is the one `alignkit rm` scored);
-    members on another tokenizer get the text, re-tokenised (`RewardSet.score`). Rows go through in length
-    order, ``batch_size`` at a time, so each forward pass pads little.
+    members on another tokenizer get the text, re-tokenised (`RewardSet.score`). The candidates of one
+    prompt go in together, as a group: a reward model that shares prompts (`RewardModel.score_groups`)
+    forwards the prompt once for all of them. Groups go through in length order, about ``batch_size``
+    rows at a time (a group is never split between calls), so each forward pass pads little.
     """
     suffix = template_suffix_ids(tokenizer)
     rows = [list(g.prompt_ids) + list(g.response_ids) + (suffix if g.finished else []) for g in generations]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    by_prompt: dict[int, list[int]] = {}
+    for i, generation in enumerate(generations):
+        by_prompt.setdefault(generation.prompt_index, []).append(i)
+    groups = sorted(by_prompt.values(), key=lambda index: max(len(rows[i]) for i in index))
+    chunks: list[list[int]] = [[]]
+    for index in groups:
+        if chunks[-1] and len(chunks[-1]) + len(index) > batch_size:
+            chunks.append([])
+        chunks[-1].extend(index)
     combined = torch.zeros(len(rows))
     per_model = {name: torch.zeros(len(rows)) for name in rewards.names}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in chunks if rows else []:
+        chunk.sort(key=lambda i: len(rows[i]))  # members that do not share prompts batch by length
         ids, mask = pad_rows([rows[i] for i in chunk], pad)
         scores, per = rewards.score(
             [prompts[generations[i].prompt_index] for i in chunk],
             [generations[i].text for i in chunk],
             TokenBatch(ids, mask.bool(), tokenizer),
             [generations[i].finished for i in chunk],
+            groups=[generations[i].prompt_index for i in chunk],
         )
         combined[chunk] = scores.float()
         for name, values in per.items():

@@ -32,14 +32,17 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.errors import ModelError
-from alignkit.models.shared_prompt import SharedPrompt, mask_for, supports_shared_prompt
+from alignkit.models.shared_prompt import SharedPrompt, common_prefix, mask_for, pack, supports_shared_prompt
 from alignkit.trainers.loop import Precision, autocast, resolve_precision
-from alignkit.trainers.rm_data import Comparison, encode_answers, pack_shared, pad_right
+from alignkit.trainers.rm_data import Comparison, encode_answers, pad_right
 
 ADAPTER_NAME = "reward"
 KIND = "reward"
 REWARD_DIR = "reward_model"
 DEFAULT_MAX_LENGTH = 1024
+PACK_TOKENS = (
+    1024  # about the longest packed row built for scoring (attention is T^2 in a row; see docs/sample.md)
+)
 
 
 class RewardModel(nn.Module):
@@ -167,33 +170,44 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def score_comparisons(self, comparisons: Sequence[Comparison], batch_size: int = 16) -> list[Tensor]:
-        """Rewards of every answer, one (K,) tensor per comparison, in input order.
+        """Rewards of every answer, one (K,) tensor per comparison, in input order (`score_groups`)."""
+        return self.score_groups([c.sequences for c in comparisons], batch_size)
 
-        With `shares_prompt` each comparison is one packed row (its prompt forwarded
-        once); rows are batched by packed length, about ``batch_size`` answers a pass.
-        Otherwise every answer is its own row (`score_sequences`).
+    @torch.no_grad()
+    def score_groups(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int = 16) -> list[Tensor]:
+        """Rewards of token-id sequences in groups that share a prompt: one (K,) tensor per group, in order.
+
+        A group is the answers to one prompt (a comparison, or best-of-n candidates). With `shares_prompt`
+        the group's common prefix is forwarded once per packed row (`models.shared_prompt.pack`); a group
+        of more than ``batch_size`` answers, or longer than `PACK_TOKENS` packed, is split evenly over
+        several rows, each with its own copy of the prefix. Rows are batched by packed length, about
+        ``batch_size`` answers a pass. Without `shares_prompt` every sequence is its own row
+        (`score_sequences`). The scores equal those of unpacked rows up to float rounding (tested).
         """
+        sizes = [len(group) for group in groups]
         if not self.shares_prompt:
-            flat = self.score_sequences([s for c in comparisons for s in c.sequences], batch_size)
-            return list(flat.split([len(c.sequences) for c in comparisons]))
-        order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].packed_length)
-        chunks: list[list[int]] = [[]]
+            flat = self.score_sequences([s for group in groups for s in group], batch_size)
+            return list(flat.split(sizes))
+        packs = _split_groups(groups, max(1, batch_size))  # (group, first, stop), packed length
+        packs.sort(key=lambda item: item[1])
+        passes: list[list[tuple[int, int, int]]] = [[]]
         answers = 0
-        for i in order:  # consecutive comparisons of similar length, ~batch_size answers per chunk
-            k = len(comparisons[i].sequences)
-            if chunks[-1] and answers + k > batch_size:
-                chunks.append([])
+        for span, _ in packs:  # consecutive packs of similar length, ~batch_size answers per pass
+            count = span[2] - span[1]
+            if passes[-1] and answers + count > batch_size:
+                passes.append([])
                 answers = 0
-            chunks[-1].append(i)
-            answers += k
-        out: list[Tensor] = [torch.empty(0)] * len(comparisons)
+            passes[-1].append(span)
+            answers += count
+        out = [torch.empty(size, dtype=torch.float32) for size in sizes]
         with self._eval_mode():
-            for chunk in chunks if order else []:
-                input_ids, attention_mask, layout = pack_shared([comparisons[i] for i in chunk], self.pad_id)
+            for spans in passes if packs else []:
+                rows = [groups[g][first:stop] for g, first, stop in spans]
+                input_ids, attention_mask, layout = pack(rows, self.pad_id)
                 scores = self(input_ids, attention_mask, layout).float().cpu()
-                sizes = [len(comparisons[i].sequences) for i in chunk]
-                for i, part in zip(chunk, scores.split(sizes), strict=True):
-                    out[i] = part
+                counts = [stop - first for _, first, stop in spans]
+                for (g, first, stop), part in zip(spans, scores.split(counts), strict=True):
+                    out[g][first:stop] = part
         return out
 
     @contextmanager
@@ -237,6 +251,33 @@ class RewardModel(nn.Module):
 
 
 # ----------------------------------------------------------------- loading
+def _split_groups(
+    groups: Sequence[Sequence[Sequence[int]]], most_answers: int
+) -> list[tuple[tuple[int, int, int], int]]:
+    """Cut each group into packs ``(group, first, stop)`` and return them with their packed lengths.
+
+    A group that holds more than ``most_answers`` answers, or packs to more than `PACK_TOKENS` tokens, is
+    cut into the fewest packs that respect both, with answer counts as equal as possible: equal packs pad
+    little when they share a forward pass (a short leftover pack padded to a long one costs as much as a
+    full one).
+    """
+    packs: list[tuple[tuple[int, int, int], int]] = []
+    for g, group in enumerate(groups):
+        size = len(group)
+        whole = _packed_length(group)
+        count = max(-(-size // most_answers), -(-whole // PACK_TOKENS), 1)
+        count = min(count, size)
+        bounds = [round(i * size / count) for i in range(count + 1)]
+        for first, stop in zip(bounds, bounds[1:], strict=False):
+            packs.append(((g, first, stop), _packed_length(group[first:stop])))
+    return packs
+
+
+def _packed_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens of one packed row holding ``sequences``: their common prefix once, then each one's own part."""
+    return sum(len(s) for s in sequences) - (len(sequences) - 1) * common_prefix(sequences)
+
+
 def reward_model_dir(path: str | os.PathLike) -> Path:
     """``path`` itself, or ``path/reward_model`` when ``path`` is a run directory."""
     folder = Path(path)
