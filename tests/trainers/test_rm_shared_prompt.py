@@ -186,4 +186,4 @@ def test_split_groups_cuts_into_the_fewest_even_packs(monkeypatch):
     assert [span for span, _ in module._split_groups([group], most_answers=10)] == [
         (0, i, i + 1) for i in range(5)
     ]
-    assert module._split_groups([[[7]]], most_answers=1) == [((0, 0, 1), 1)]
+    assert module._split_groups([[[7]], []], most_answers=1) == [((0, 0, 1), 1)]  # an empty group: no pack

@@ -21,6 +21,7 @@ the adapter. :func:`load_reward_model` reads that, a run dir holding it, or a pl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -40,9 +41,9 @@ ADAPTER_NAME = "reward"
 KIND = "reward"
 REWARD_DIR = "reward_model"
 DEFAULT_MAX_LENGTH = 1024
-PACK_TOKENS = (
-    1024  # about the longest packed row built for scoring (attention is T^2 in a row; see docs/sample.md)
-)
+# About the longest packed row built for scoring: a row's attention is T x T (docs/sample.md, "Scoring with
+# the prompt shared").
+PACK_TOKENS = 1024
 
 
 class RewardModel(nn.Module):
@@ -250,7 +251,6 @@ class RewardModel(nn.Module):
         return target
 
 
-# ----------------------------------------------------------------- loading
 def _split_groups(
     groups: Sequence[Sequence[Sequence[int]]], most_answers: int
 ) -> list[tuple[tuple[int, int, int], int]]:
@@ -264,11 +264,13 @@ def _split_groups(
     packs: list[tuple[tuple[int, int, int], int]] = []
     for g, group in enumerate(groups):
         size = len(group)
+        if size == 0:
+            continue
         whole = _packed_length(group)
         count = max(-(-size // most_answers), -(-whole // PACK_TOKENS), 1)
         count = min(count, size)
         bounds = [round(i * size / count) for i in range(count + 1)]
-        for first, stop in zip(bounds, bounds[1:], strict=False):
+        for first, stop in itertools.pairwise(bounds):
             packs.append(((g, first, stop), _packed_length(group[first:stop])))
     return packs
 
@@ -278,6 +280,7 @@ def _packed_length(sequences: Sequence[Sequence[int]]) -> int:
     return sum(len(s) for s in sequences) - (len(sequences) - 1) * common_prefix(sequences)
 
 
+# ----------------------------------------------------------------- loading
 def reward_model_dir(path: str | os.PathLike) -> Path:
     """``path`` itself, or ``path/reward_model`` when ``path`` is a run directory."""
     folder = Path(path)
