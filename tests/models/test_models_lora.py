@@ -244,3 +244,62 @@ def test_backbone_of_a_plain_model(tiny_model_dir, batch):
         hidden = lora.backbone(model)(**batch).last_hidden_state
     torch.testing.assert_close(hidden, full)
     assert lora.backbone(lora.backbone(model)) is lora.backbone(model)
+
+
+def _peft_forward(model):
+    """Put PEFT's own forward back on every LoRA layer (undo `fuse_lora_layers`)."""
+    from peft.tuners.lora.layer import Linear
+
+    for module in model.modules():
+        if type(module) is Linear:
+            module.__dict__.pop("forward", None)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
+def test_fused_lora_forward_matches_peft(two_adapters, batch, precision):
+    """Logits and every gradient (both adapters' A and B) equal PEFT's separate scale-and-add forward."""
+    from peft.tuners.lora.layer import Linear
+
+    model = two_adapters
+    model.train()
+    layers = [m for m in model.modules() if type(m) is Linear]
+    assert len(layers) == 2 * len(LLAMA_LINEAR) and all("forward" in m.__dict__ for m in layers)
+    results = []
+    for fused in (True, False):
+        if not fused:
+            _peft_forward(model)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32"):
+            logits = model(**batch).logits
+            with lora.use_adapter(model, "value"):
+                logits = logits + model(**batch).logits
+        (logits.float() ** 2).mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logits.detach().float(), grads))
+    (fused_logits, fused_grads), (peft_logits, peft_grads) = results
+    assert fused_grads.keys() == peft_grads.keys() and len(fused_grads) == 4 * 2 * len(LLAMA_LINEAR)
+    tol = dict(rtol=1e-5, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=0.05)
+    torch.testing.assert_close(fused_logits, peft_logits, **tol)
+    for name, grad in fused_grads.items():
+        scale = peft_grads[name].abs().max().item()
+        torch.testing.assert_close(grad, peft_grads[name], rtol=tol["rtol"], atol=tol["atol"] * max(scale, 1e-3))
+
+
+def test_fused_lora_forward_falls_back_to_peft(two_adapters, batch, base_logits, monkeypatch):
+    """Adapters off (the reference), merged weights and mixed dtypes outside autocast go to PEFT's forward."""
+    from peft.tuners.lora.layer import Linear
+
+    calls = []
+    original = Linear.forward
+    monkeypatch.setattr(Linear, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    with lora.reference(two_adapters) as ref:
+        torch.testing.assert_close(_logits(ref, batch), base_logits)
+    assert calls  # disabled adapters: PEFT's path, which returns the base layer's output
+    calls.clear()
+    _logits(two_adapters, batch)
+    assert not calls  # the plain case is fused
+    layer = next(m for m in two_adapters.modules() if type(m) is Linear)
+    layer.lora_A["policy"].to(torch.float64)
+    with pytest.raises(RuntimeError):  # PEFT's own forward decides what mixed dtypes do (here: an error)
+        layer(torch.randn(2, layer.in_features))
+    assert calls

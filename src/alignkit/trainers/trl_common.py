@@ -602,6 +602,9 @@ def build_trainer(
         **extra,
     )
     drop_printer(trainer)
+    from alignkit.models.lora import fuse_lora_layers
+
+    fuse_lora_layers(trainer.model)  # the PEFT model TRL built from peft_config
     return trainer
 
 
