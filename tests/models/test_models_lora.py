@@ -282,7 +282,9 @@ def test_fused_lora_forward_matches_peft(two_adapters, batch, precision):
     torch.testing.assert_close(fused_logits, peft_logits, **tol)
     for name, grad in fused_grads.items():
         scale = peft_grads[name].abs().max().item()
-        torch.testing.assert_close(grad, peft_grads[name], rtol=tol["rtol"], atol=tol["atol"] * max(scale, 1e-3))
+        torch.testing.assert_close(
+            grad, peft_grads[name], rtol=tol["rtol"], atol=tol["atol"] * max(scale, 1e-3)
+        )
 
 
 def test_fused_lora_forward_falls_back_to_peft(two_adapters, batch, base_logits, monkeypatch):
