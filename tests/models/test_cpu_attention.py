@@ -94,6 +94,7 @@ def test_rm_and_dpo_train_in_bf16_with_it_like_with_sdpa(tmp_path, tiny_model_di
 
     if not bf16_supported("cpu"):
         pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # on a GPU machine the commands would train on the GPU
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
     from test_rm import write_pairs  # noqa: E402
 

@@ -389,7 +389,7 @@ def _env(isolated_env: Path) -> dict[str, str]:
         "ALIGNKIT_CACHE": str(isolated_env),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
 
 
@@ -444,7 +444,7 @@ def test_dpo_under_accelerate_launch_two_processes(tmp_path, tiny_model_dir, iso
     args = dpo_args(tmp_path, tiny_model_dir, data, "--max-steps", "2", "--save-every", "2")
     done = subprocess.run(
         [*launcher, "-m", "alignkit.cli", *args],
-        env=_env(isolated_env),
+        env={**_env(isolated_env), "ALIGNKIT_DEVICE": "cpu"},  # torchrun tells no process `use_cpu`
         capture_output=True,
         text=True,
         timeout=600,

@@ -372,6 +372,52 @@ def test_missing_data_option_exits_2(tmp_path, tiny_model_dir, capsys):
     assert "--data is required" in capsys.readouterr().err
 
 
+@pytest.fixture
+def gpu_state_left_behind(monkeypatch):
+    """accelerate's process-wide state as a GPU run leaves it (faked: the device is all that differs)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    Accelerator(cpu=True)
+    PartialState._shared_state["device"] = torch.device("cuda", 0)
+    yield PartialState
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_a_cpu_run_after_a_gpu_run_in_one_process(
+    tmp_path, tiny_model_dir, capsys, monkeypatch, gpu_state_left_behind
+):
+    """Without `match_accelerate_device`: 'AcceleratorState has already been initialized' (exit 1)."""
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # also on a machine with a GPU
+    data = write_pairs(tmp_path / "p.jsonl", n=8)
+    args = [
+        "rm",
+        "-c",
+        str(RECIPE),
+        "-m",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "r"),
+    ]
+    assert main([*args, "--max-steps", "1", "--json", "--quiet"]) == 0, capsys.readouterr().err
+    assert gpu_state_left_behind._shared_state["device"].type == "cpu"
+
+
+def test_a_launched_process_keeps_its_state(monkeypatch, gpu_state_left_behind):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch / torchrun the launcher owns the state
+    loop.match_accelerate_device(cpu=True)
+    assert gpu_state_left_behind._shared_state["device"].type == "cuda"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    loop.match_accelerate_device(cpu=False)  # the same kind of device: nothing to forget
+    assert gpu_state_left_behind._shared_state["device"].type == "cuda"
+    loop.match_accelerate_device(cpu=True)
+    assert gpu_state_left_behind._shared_state == {}
+
+
 def test_long_prompt_cut_on_the_left_answer_never_cut(tokenizer):
     prompt = "word " * 200
     answer = "the answer stays whole"

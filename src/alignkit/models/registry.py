@@ -413,8 +413,9 @@ DEVICE_ENV = "ALIGNKIT_DEVICE"
 
 def default_device() -> torch.device:
     """Where the commands put their models: ``$ALIGNKIT_DEVICE`` when set (``cpu`` forces the CPU on a GPU
-    machine; ``cuda:1`` picks a card), else ``cuda:$LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` is
-    set per process by ``accelerate launch`` / ``torchrun``; 0 otherwise), else the CPU.
+    machine; ``cuda:1`` picks a card), else the CPU when ``accelerate launch`` was told to use it
+    (``ACCELERATE_USE_CPU``), else ``cuda:$LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` is set per
+    process by ``accelerate launch`` / ``torchrun``; 0 otherwise), else the CPU.
 
     Library functions never choose a device themselves: they run on the device of the model they are given.
     """
@@ -426,8 +427,16 @@ def default_device() -> torch.device:
             raise ConfigError(
                 f"{DEVICE_ENV}={spec!r} is not a device; use e.g. cpu, cuda or cuda:1"
             ) from error
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
+        return torch.device("cpu")  # `accelerate launch --cpu` or a config with `use_cpu: true`
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0))
+        rank, cards = int(os.environ.get("LOCAL_RANK") or 0), torch.cuda.device_count()
+        if rank >= cards:
+            raise ConfigError(
+                f"process LOCAL_RANK={rank} has no GPU of its own: this machine has {cards}; launch at most "
+                f"{cards} process(es) per machine, or set {DEVICE_ENV}=cpu"
+            )
+        return torch.device("cuda", rank)
     return torch.device("cpu")
 
 

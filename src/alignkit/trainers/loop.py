@@ -12,13 +12,15 @@ algorithm visible:
 - `check_finite`: the NaN guard (raises `TrainingError`; the last checkpoint was written
   atomically before, so it is intact);
 - `save_checkpoint` / `load_checkpoint`: trainable weights + optimizer + scheduler + RNG
-  + the trainer's position, enough to continue exactly where a run stopped.
+  + the trainer's position, enough to continue exactly where a run stopped;
+- `match_accelerate_device`: lets one process train on a GPU, then on the CPU (or back).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -42,6 +44,7 @@ __all__ = [
     "check_finite",
     "length_grouped_batches",
     "load_checkpoint",
+    "match_accelerate_device",
     "micro_batches",
     "plan_steps",
     "release_freed_memory",
@@ -65,6 +68,24 @@ class Precision:
     name: str  # "bf16" | "fp16" | "fp32"
     frozen_dtype: torch.dtype
     autocast_dtype: torch.dtype | None
+
+
+def match_accelerate_device(cpu: bool) -> None:
+    """Forget accelerate's process-wide state when it was set up for the other kind of device.
+
+    accelerate keeps one state per process and refuses (``AcceleratorState has already been
+    initialized``) a CPU run after a GPU one, and silently keeps a GPU device for a later CPU
+    ``PartialState``. A single process (the demo, a notebook, the tests) can run several commands with
+    different ``ALIGNKIT_DEVICE``s, so the stale state is dropped there. Under ``accelerate launch`` /
+    ``torchrun`` (``WORLD_SIZE`` > 1) the state belongs to the launcher and is never touched.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    device = PartialState._shared_state.get("device")
+    if device is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    if (torch.device(device).type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:

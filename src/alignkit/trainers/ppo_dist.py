@@ -23,8 +23,11 @@ class Dist:
         from accelerate import PartialState
 
         from alignkit.models.registry import default_device
+        from alignkit.trainers.loop import match_accelerate_device
 
-        self.state = PartialState(cpu=default_device().type == "cpu")  # cpu: a gloo group under torchrun
+        cpu = default_device().type == "cpu"
+        match_accelerate_device(cpu)
+        self.state = PartialState(cpu=cpu)  # cpu: a gloo group under torchrun
         self.world = int(self.state.num_processes)
         self.rank = int(self.state.process_index)
         self.device = self.state.device  # where collectives run: NCCL reduces CUDA tensors only

@@ -157,6 +157,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 
     device = default_device()
     # We place the model ourselves (on `device`); accelerate only wraps it for data parallelism.
+    loop.match_accelerate_device(cpu=device.type == "cpu")
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     main = accelerator.is_main_process
     if not main:
