@@ -8,13 +8,15 @@ rate and number of steps. Two settings:
 (a) defaults: each tool's own precision and memory settings. TRL 1.16 on a CPU: fp32 weights under
     bf16 autocast (``bf16`` defaults to True in TRL's configs) with gradient checkpointing on.
     alignkit: bf16 frozen base, fp32 LoRA and head under bf16 autocast, layers checkpointed only when a
-    batch's activations exceed ``--activation-memory-gb`` (1.0 GB).
+    batch's activations exceed ``--activation-memory-gb`` (1.0 GB), decoder layers compiled
+    (``--compile``; the compiling happens in the warm-up steps, whose seconds are reported, with a run
+    of the same defaults without ``--compile`` beside it: ``compile_speedup``, ``mfu_no_compile``).
 (b) same settings: TRL also gets bf16 weights (``model_init_kwargs={"dtype": "bfloat16"}``) and no
     gradient checkpointing; alignkit runs with no activation limit (``activation_memory_gb: 0``), so
     neither recomputes anything. alignkit keeps its two speed-ups TRL does not have: each pair's prompt
     forwarded once (``share_prompt``) and bf16 attention as batched matmuls (``cpu_attention``).
-    ``throughput_ratio_same_plain`` is alignkit with both off (the same transformers forward as TRL's)
-    against the same TRL run.
+    ``throughput_ratio_same_plain`` is alignkit with both off and nothing compiled (the same
+    transformers forward as TRL's) against the same TRL run.
 
 Measured per step after ``--warmup`` steps (model loading and tokenising excluded): tokens/s = real
 (non-pad) tokens of prompt + chosen and prompt + rejected / step wall time, for both tools: the same
@@ -166,8 +168,9 @@ def worker_alignkit(args) -> dict:
             "pairs": summary["eval"]["pairs"],
             "peak_rss": peak_rss_bytes(),
         }
-    rows = read_metrics(out / "run" / "metrics.jsonl")[args.warmup :]
-    rows = [r for r in rows if "perf/step_seconds" in r]
+    rows = [r for r in read_metrics(out / "run" / "metrics.jsonl") if "perf/step_seconds" in r]
+    warmup_seconds = sum(r["perf/step_seconds"] for r in rows[: args.warmup])  # compiling happens here
+    rows = rows[args.warmup :]
     seconds = sum(r["perf/step_seconds"] for r in rows)
     tokens = sum(r["perf/tokens_per_s"] * r["perf/step_seconds"] for r in rows)
     forwarded = sum(r["perf/forward_tokens_per_s"] * r["perf/step_seconds"] for r in rows)
@@ -183,6 +186,7 @@ def worker_alignkit(args) -> dict:
         "padding_efficiency": sum(r["perf/padding_efficiency"] for r in rows) / len(rows),
         "checkpointed_layers": [r.get("perf/checkpointed_layers") for r in rows],
         "step_seconds": [round(r["perf/step_seconds"], 2) for r in rows],
+        "warmup_seconds": warmup_seconds,
     }
 
 
@@ -421,9 +425,13 @@ def throughput(args) -> None:
             "alignkit", data, out, args, "auto", rm_options={"activation_memory_gb": 0}, tag="bf16"
         )
         trl_same = child("trl", data, out, args, "bf16")
-        # alignkit's engine with neither of its own speed-ups (shared prompt, CPU attention): TRL's forward
-        plain = {"activation_memory_gb": 0, "share_prompt": False, "cpu_attention": False}
+        # alignkit's engine with none of its own speed-ups (shared prompt, CPU attention, compiled layers)
+        plain = {"activation_memory_gb": 0, "share_prompt": False, "cpu_attention": False, "compile": False}
         ours_plain = child("alignkit", data, out, args, "auto", rm_options=plain, tag="plain")
+        # the defaults without --compile: what compiling buys, and what it costs in the warm-up steps
+        ours_eager = child(
+            "alignkit", data, out, args, "auto", rm_options={"compile": False}, tag="no-compile"
+        )
     mfu = ours["flops"] / ours["seconds"] / peak
     result = {
         "throughput_ratio_default": ours["tokens_per_s"] / trl_default["tokens_per_s"],
@@ -431,6 +439,12 @@ def throughput(args) -> None:
         "throughput_ratio_same_plain": ours_plain["tokens_per_s"] / trl_same["tokens_per_s"],
         "peak_rss_ratio": ours["peak_rss"] / trl_default["peak_rss"],
         "mfu": mfu,
+        "compile_speedup": ours["tokens_per_s"] / ours_eager["tokens_per_s"],
+        "mfu_no_compile": ours_eager["flops"] / ours_eager["seconds"] / peak,
+        "warmup_seconds": {
+            "alignkit": ours["warmup_seconds"],
+            "alignkit_no_compile": ours_eager["warmup_seconds"],
+        },
         "mfu_same": ours_same["flops"] / ours_same["seconds"] / peak,
         "mfu_trl_default": trl_default["flops"] / trl_default["seconds"] / peak,
         "mfu_trl_same": trl_same["flops"] / trl_same["seconds"] / peak,
@@ -438,6 +452,7 @@ def throughput(args) -> None:
             "alignkit": ours["tokens_per_s"],
             "alignkit_bf16_no_ckpt": ours_same["tokens_per_s"],
             "alignkit_plain": ours_plain["tokens_per_s"],
+            "alignkit_no_compile": ours_eager["tokens_per_s"],
             "alignkit_forwarded": ours["forward_tokens_per_s"],
             "alignkit_bf16_no_ckpt_forwarded": ours_same["forward_tokens_per_s"],
             "trl_default": trl_default["tokens_per_s"],
@@ -447,6 +462,7 @@ def throughput(args) -> None:
             "alignkit": ours["peak_rss"] / 1e9,
             "alignkit_bf16_no_ckpt": ours_same["peak_rss"] / 1e9,
             "alignkit_plain": ours_plain["peak_rss"] / 1e9,
+            "alignkit_no_compile": ours_eager["peak_rss"] / 1e9,
             "trl_default": trl_default["peak_rss"] / 1e9,
             "trl_bf16": trl_same["peak_rss"] / 1e9,
         },
@@ -510,7 +526,9 @@ def quality(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per tool")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps first (alignkit compiles in them)"
+    )
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")

@@ -126,6 +126,7 @@ class Demo:
                     "3e-4",
                     "--save-every",
                     str(max(10, c.rm_steps // 2)),
+                    "--no-compile",  # tens of seconds of compiling would not pay off in a few dozen steps
                     "--output",
                     str(self.rm),
                     *common,

@@ -389,7 +389,7 @@ def gpu_state_left_behind(monkeypatch):
 def test_a_cpu_run_after_a_gpu_run_in_one_process(
     tmp_path, tiny_model_dir, capsys, monkeypatch, gpu_state_left_behind
 ):
-    """Without `match_accelerate_device`: 'AcceleratorState has already been initialized' (exit 1)."""
+    """Without `fresh_accelerate_state`: 'AcceleratorState has already been initialized' (exit 1)."""
     monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # also on a machine with a GPU
     data = write_pairs(tmp_path / "p.jsonl", n=8)
     args = [
@@ -409,13 +409,45 @@ def test_a_cpu_run_after_a_gpu_run_in_one_process(
 
 def test_a_launched_process_keeps_its_state(monkeypatch, gpu_state_left_behind):
     monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch / torchrun the launcher owns the state
-    loop.match_accelerate_device(cpu=True)
+    loop.fresh_accelerate_state()
     assert gpu_state_left_behind._shared_state["device"].type == "cuda"
     monkeypatch.setenv("WORLD_SIZE", "1")
-    loop.match_accelerate_device(cpu=False)  # the same kind of device: nothing to forget
-    assert gpu_state_left_behind._shared_state["device"].type == "cuda"
-    loop.match_accelerate_device(cpu=True)
+    loop.fresh_accelerate_state()
     assert gpu_state_left_behind._shared_state == {}
+
+
+def test_an_fp32_run_after_a_bf16_run_in_one_process_trains_in_fp32(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    """A bf16 accelerate state left by an earlier command (e.g. a TRL dpo run) must not leak into rm."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")
+    data = write_pairs(tmp_path / "p.jsonl", n=8)
+    losses = []
+    for name in ("clean", "after-bf16"):
+        if name == "after-bf16":  # what a TRL run in bf16 leaves behind
+            AcceleratorState._reset_state(reset_partial_state=True)
+            Accelerator(cpu=True, mixed_precision="bf16")
+        args = [
+            "rm",
+            "-c",
+            str(RECIPE),
+            "-m",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / name),
+        ]
+        assert main([*args, "--quiet"]) == 0, capsys.readouterr().err
+        losses.append(
+            [r["loss/total"] for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss/total" in r]
+        )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], abs=1e-6)
 
 
 def test_long_prompt_cut_on_the_left_answer_never_cut(tokenizer):

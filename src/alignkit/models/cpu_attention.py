@@ -33,15 +33,17 @@ ATTENTION_NAME = "alignkit_cpu_bf16"
 
 def _bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, 1, T, S) additive bias in ``dtype``; cached on the mask so 30 layers convert it once."""
-    cached = getattr(attention_mask, "_alignkit_bias", None)
+    compiling = torch.compiler.is_compiling()  # in a compiled layer: fused into the graph, not cached
+    cached = None if compiling else getattr(attention_mask, "_alignkit_bias", None)
     if cached is not None and cached.dtype == dtype:
         return cached
     if attention_mask.dtype == torch.bool:
         bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
-        bias.masked_fill_(~attention_mask, torch.finfo(dtype).min)
+        bias = bias.masked_fill(~attention_mask, torch.finfo(dtype).min)
     else:
         bias = attention_mask.to(dtype)
-    attention_mask._alignkit_bias = bias
+    if not compiling:
+        attention_mask._alignkit_bias = bias
     return bias
 
 

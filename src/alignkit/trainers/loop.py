@@ -13,7 +13,7 @@ algorithm visible:
   atomically before, so it is intact);
 - `save_checkpoint` / `load_checkpoint`: trainable weights + optimizer + scheduler + RNG
   + the trainer's position, enough to continue exactly where a run stopped;
-- `match_accelerate_device`: lets one process train on a GPU, then on the CPU (or back).
+- `fresh_accelerate_state`: each command in a process starts from a clean accelerate state.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = [
     "check_finite",
     "length_grouped_batches",
     "load_checkpoint",
-    "match_accelerate_device",
+    "fresh_accelerate_state",
     "micro_batches",
     "plan_steps",
     "release_freed_memory",
@@ -70,22 +70,22 @@ class Precision:
     autocast_dtype: torch.dtype | None
 
 
-def match_accelerate_device(cpu: bool) -> None:
-    """Forget accelerate's process-wide state when it was set up for the other kind of device.
+def fresh_accelerate_state() -> None:
+    """Forget accelerate's process-wide state that an earlier command in this process left behind.
 
-    accelerate keeps one state per process and refuses (``AcceleratorState has already been
-    initialized``) a CPU run after a GPU one, and silently keeps a GPU device for a later CPU
-    ``PartialState``. A single process (the demo, a notebook, the tests) can run several commands with
-    different ``ALIGNKIT_DEVICE``s, so the stale state is dropped there. Under ``accelerate launch`` /
-    ``torchrun`` (``WORLD_SIZE`` > 1) the state belongs to the launcher and is never touched.
+    accelerate keeps one state per process (device, mixed precision, gradient accumulation). A
+    second command in the same process (the demo, a notebook, the tests) would inherit it: a CPU run
+    after a GPU one fails (``AcceleratorState has already been initialized``), and an fp32 run after
+    a bf16 TRL run silently trains under the old bf16 autocast. A single process therefore starts
+    each command from a clean state. Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1)
+    the state belongs to the launcher and is never touched.
     """
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState, GradientState
 
-    device = PartialState._shared_state.get("device")
-    if device is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return
-    if (torch.device(device).type == "cpu") != cpu:
-        AcceleratorState._reset_state(reset_partial_state=True)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:

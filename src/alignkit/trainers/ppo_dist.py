@@ -23,10 +23,10 @@ class Dist:
         from accelerate import PartialState
 
         from alignkit.models.registry import default_device
-        from alignkit.trainers.loop import match_accelerate_device
+        from alignkit.trainers.loop import fresh_accelerate_state
 
         cpu = default_device().type == "cpu"
-        match_accelerate_device(cpu)
+        fresh_accelerate_state()
         self.state = PartialState(cpu=cpu)  # cpu: a gloo group under torchrun
         self.world = int(self.state.num_processes)
         self.rank = int(self.state.process_index)

@@ -33,7 +33,7 @@ import torch
 
 from alignkit import console
 from alignkit.data.records import Record
-from alignkit.errors import ConfigError, DataError
+from alignkit.errors import ConfigError, DataError, TrainingError
 from alignkit.losses.reward import centering_loss, ranking_loss
 from alignkit.models.cpu_attention import enable_for_training, saved_bytes_per_score
 from alignkit.runs import Run
@@ -157,7 +157,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 
     device = default_device()
     # We place the model ourselves (on `device`); accelerate only wraps it for data parallelism.
-    loop.match_accelerate_device(cpu=device.type == "cpu")
+    loop.fresh_accelerate_state()
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     main = accelerator.is_main_process
     if not main:
@@ -180,7 +180,19 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     if evals is not None:
         report_prepared("eval data", evals, cfg.max_length)
 
-    summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
+    from torch._dynamo.exc import TorchDynamoException
+
+    undo_compile = _compile(cfg, rm, device)
+    try:
+        summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
+    except TorchDynamoException as error:
+        raise TrainingError(
+            f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "rerun with --no-compile (add --resume to continue from the last checkpoint)"
+        ) from error
+    finally:
+        if undo_compile is not None:
+            undo_compile()
     summary["data"] = {**data_info, "train": train.summary(), "eval": evals.summary() if evals else None}
     rm.eval()
     if main:
@@ -204,6 +216,26 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 
 
 EVAL_LOGGED = ("accuracy", "margin", "length_correlation")
+
+
+def _compile(cfg: RMConfig, rm: RewardModel, device: torch.device) -> Any:
+    """`--compile`: compile the decoder layers for the training steps; return the undo (None: not compiled)."""
+    from alignkit.models.compile import compile_layers, compile_unavailable
+
+    if not cfg.compile:
+        return None
+    reason = compile_unavailable(device)
+    if reason is not None:
+        console.warn(f"rm: not compiling ({reason}); training runs eager. --no-compile hides this warning")
+        return None
+    undo = compile_layers(rm.model)
+    if undo is None:
+        console.warn("rm: not compiling: the model has no transformers decoder layers to compile")
+    else:
+        console.info(
+            "rm: decoder layers compiled (torch.compile); the first steps compile them (--no-compile to skip)"
+        )
+    return undo
 
 
 def train_reward_model(

@@ -20,6 +20,8 @@ class RMConfig(TrainConfig, CpuAttentionOption):
     """Memory for the activations of one micro-batch; longer batches recompute (checkpoint) just enough layers to fit. 0: no limit."""
     release_memory: bool = True
     """Return freed activation memory to the OS at once (glibc mmap threshold 1 MB): much lower peak RSS, ~5% slower."""
+    compile: bool = True
+    """Compile the decoder layers for training (torch.compile): faster steps after a one-off compile of tens of seconds in the first steps. --no-compile for short runs."""
     share_prompt: bool = True
     """Forward a comparison's prompt once and its answers after it (block attention mask): same scores, ~35% fewer tokens on multi-turn prompts."""
     group_by_length: bool = True

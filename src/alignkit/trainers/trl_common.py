@@ -86,9 +86,9 @@ def start_processes() -> Processes:
     """Join the process group `accelerate launch` set up (a no-op for a plain run)."""
     from accelerate import PartialState
 
-    from alignkit.trainers.loop import match_accelerate_device
+    from alignkit.trainers.loop import fresh_accelerate_state
 
-    match_accelerate_device(cpu=device_type() == "cpu")
+    fresh_accelerate_state()
     state = PartialState(cpu=device_type() == "cpu")  # cpu: gloo process group under torchrun on CPUs
     procs = Processes(state.process_index, state.num_processes, state)
     if not procs.main:  # one voice: the main process prints; warnings still show
