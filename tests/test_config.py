@@ -72,8 +72,8 @@ def test_field_help_reads_docstrings():
 
 
 def test_diff_configs_ignores_resume_safe_keys():
-    a = {"lr": 0.1, "max_steps": 10, "json": False}
-    b = {"lr": 0.2, "max_steps": 20, "json": True}
+    a = {"lr": 0.1, "max_steps": 10, "json": False, "compile": True}
+    b = {"lr": 0.2, "max_steps": 20, "json": True, "compile": False}
     assert diff_configs(a, b) == ["lr"]
 
 

@@ -220,6 +220,20 @@ def test_dpo_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, share):
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
 
 
+def _train_on_cuda(command: str, rows: list[dict], model_dir: Path, tmp_path: Path, capsys) -> dict:
+    """`alignkit <command>` with its tiny recipe on ``rows`` for 2 steps; the summary after checking CUDA ran."""
+    data = tmp_path / f"{command}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{command}_tiny.yaml"
+    summary = run_json(
+        [command, "--config", str(recipe), "--model", str(model_dir), "--data", str(data),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert used_cuda()
+    return summary
+
+
 @needs_cuda
 def test_kto_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
     rows = [
@@ -227,28 +241,10 @@ def test_kto_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
          "label": bool(i % 2)}
         for i in range(8)
     ]  # fmt: skip
-    data = tmp_path / "kto.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "kto_tiny.yaml"
-    summary = run_json(
-        ["kto", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(data),
-         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert used_cuda()
-    assert summary["steps"] == 2
+    assert _train_on_cuda("kto", rows, tiny_model_dir, tmp_path, capsys)["steps"] == 2
 
 
 @needs_cuda
 def test_sft_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
     rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} plus {i} is {2 * i}."} for i in range(8)]
-    data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "sft_tiny.yaml"
-    summary = run_json(
-        ["sft", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(data),
-         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert used_cuda()
-    assert summary["steps"] == 2
+    assert _train_on_cuda("sft", rows, tiny_model_dir, tmp_path, capsys)["steps"] == 2

@@ -225,6 +225,7 @@ RESUME_SAFE_KEYS = frozenset(
         "log_every",
         "eval_every",
         "merge",
+        "compile",  # the same numbers up to rounding; --no-compile --resume continues a run that failed to compile
     }
 )
 

@@ -57,6 +57,11 @@ def config(tmp_path: Path, model_dir: Path, data: Path, **overrides) -> RMConfig
     return build_config(RMConfig, RECIPE, values)
 
 
+def tiny_rm_args(model_dir: Path, data: Path, output: Path) -> list[str]:
+    """`alignkit rm` on the tiny recipe (add --max-steps, --json ... as needed)."""
+    return ["rm", "-c", str(RECIPE), "-m", str(model_dir), "--data", str(data), "-o", str(output)]
+
+
 def train_in_process(cfg: RMConfig):
     """Build the reward model, snapshot its weights, train it; return (model, weights before, run)."""
     from accelerate import Accelerator
@@ -392,18 +397,8 @@ def test_a_cpu_run_after_a_gpu_run_in_one_process(
     """Without `fresh_accelerate_state`: 'AcceleratorState has already been initialized' (exit 1)."""
     monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # also on a machine with a GPU
     data = write_pairs(tmp_path / "p.jsonl", n=8)
-    args = [
-        "rm",
-        "-c",
-        str(RECIPE),
-        "-m",
-        str(tiny_model_dir),
-        "--data",
-        str(data),
-        "-o",
-        str(tmp_path / "r"),
-    ]
-    assert main([*args, "--max-steps", "1", "--json", "--quiet"]) == 0, capsys.readouterr().err
+    args = [*tiny_rm_args(tiny_model_dir, data, tmp_path / "r"), "--max-steps", "1", "--json", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
     assert gpu_state_left_behind._shared_state["device"].type == "cpu"
 
 
@@ -431,18 +426,9 @@ def test_an_fp32_run_after_a_bf16_run_in_one_process_trains_in_fp32(
         if name == "after-bf16":  # what a TRL run in bf16 leaves behind
             AcceleratorState._reset_state(reset_partial_state=True)
             Accelerator(cpu=True, mixed_precision="bf16")
-        args = [
-            "rm",
-            "-c",
-            str(RECIPE),
-            "-m",
-            str(tiny_model_dir),
-            "--data",
-            str(data),
-            "-o",
-            str(tmp_path / name),
-        ]
-        assert main([*args, "--quiet"]) == 0, capsys.readouterr().err
+        assert main([*tiny_rm_args(tiny_model_dir, data, tmp_path / name), "--quiet"]) == 0, (
+            capsys.readouterr().err
+        )
         losses.append(
             [r["loss/total"] for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss/total" in r]
         )
