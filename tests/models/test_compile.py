@@ -93,3 +93,40 @@ def test_without_a_compiler_rm_trains_eager_and_says_so(tmp_path, tiny_model_dir
     result = _train(tmp_path, tiny_model_dir, data, "run", "--compile", capsys=capsys)
     assert "not compiling (no C++ compiler" in result["err"]
     assert result["summary"]["steps"] == 3
+
+
+def test_a_compile_failure_is_a_one_line_error_naming_no_compile(
+    tmp_path, tiny_model_dir, capsys, monkeypatch
+):
+    from torch._dynamo.exc import TorchDynamoException
+
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")
+    monkeypatch.setattr(compile_module, "compile_unavailable", lambda device: None)
+
+    def failing(model):
+        def broken(*args, **kwargs):
+            raise TorchDynamoException("inductor broke\nmore")
+
+        for layer in compile_module._decoder_layers(model):
+            layer.forward = broken
+        return lambda: None
+
+    monkeypatch.setattr(compile_module, "compile_layers", failing)
+    data = write_pairs(tmp_path / "p.jsonl", n=8)
+    args = [
+        "rm",
+        "-c",
+        str(RECIPE),
+        "-m",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "r"),
+    ]
+    assert main([*args, "--compile"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        "torch.compile failed (TorchDynamoException: inductor broke)" in err[-1] and "--no-compile" in err[-1]
+    )
+    assert "Traceback" not in "\n".join(err)

@@ -187,7 +187,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
         summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
     except TorchDynamoException as error:
         raise TrainingError(
-            f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            f"torch.compile failed ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
             "rerun with --no-compile (add --resume to continue from the last checkpoint)"
         ) from error
     finally:
