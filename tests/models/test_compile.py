@@ -14,7 +14,7 @@ from alignkit.models import compile as compile_module
 from alignkit.runs import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
-from test_rm import RECIPE, write_pairs  # noqa: E402
+from test_rm import tiny_rm_args, write_pairs  # noqa: E402
 
 
 def _losses(run: Path) -> list[float]:
@@ -22,7 +22,7 @@ def _losses(run: Path) -> list[float]:
 
 
 def _train(tmp_path: Path, model_dir: Path, data: Path, name: str, *flags: str, capsys) -> dict:
-    args = ["rm", "-c", str(RECIPE), "-m", str(model_dir), "--data", str(data), "-o", str(tmp_path / name)]
+    args = tiny_rm_args(model_dir, data, tmp_path / name)
     rc = main([*args, "--max-steps", "3", "--eval-split", "0.25", *flags, "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -113,18 +113,7 @@ def test_a_compile_failure_is_a_one_line_error_naming_no_compile(
 
     monkeypatch.setattr(compile_module, "compile_layers", failing)
     data = write_pairs(tmp_path / "p.jsonl", n=8)
-    args = [
-        "rm",
-        "-c",
-        str(RECIPE),
-        "-m",
-        str(tiny_model_dir),
-        "--data",
-        str(data),
-        "-o",
-        str(tmp_path / "r"),
-    ]
-    assert main([*args, "--compile"]) == 1
+    assert main([*tiny_rm_args(tiny_model_dir, data, tmp_path / "r"), "--compile"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         "torch.compile failed (TorchDynamoException: inductor broke)" in err[-1] and "--no-compile" in err[-1]
