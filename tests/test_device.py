@@ -143,17 +143,29 @@ def test_sample_best_of_n_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsy
     assert len(out.read_text().splitlines()) == len(PROMPTS)
 
 
-@needs_cuda
-@pytest.mark.parametrize("dtype", ["fp32", "auto"])
-def test_rm_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, dtype):
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "rm_tiny.yaml"
+def _train_on_cuda(command: str, data: Path, model_dir: Path, tmp_path: Path, capsys, *extra: str) -> dict:
+    """`alignkit <command>` with its tiny recipe for 2 steps; its summary, after checking that CUDA ran."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{command}_tiny.yaml"
     summary = run_json(
-        ["rm", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(files["pairs"]),
-         "--output", str(tmp_path / "run"), "--max-steps", "2", "--eval-split", "0.25", "--dtype", dtype,
-         "--quiet"],
+        [command, "--config", str(recipe), "--model", str(model_dir), "--data", str(data),
+         "--output", str(tmp_path / "run"), "--max-steps", "2", *extra, "--quiet"],
         capsys,
     )  # fmt: skip
     assert used_cuda()
+    return summary
+
+
+def _write(rows: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "auto"])
+def test_rm_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, dtype):
+    summary = _train_on_cuda(
+        "rm", files["pairs"], tiny_model_dir, tmp_path, capsys, "--eval-split", "0.25", "--dtype", dtype
+    )
     assert summary["steps"] == 2 and summary["eval_accuracy"] is not None
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["eval"]["pairs"] > 0
@@ -209,29 +221,11 @@ def test_eval_policy_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys):
 @pytest.mark.parametrize("share", ["--share-prompt", "--no-share-prompt"])
 def test_dpo_on_cuda(on_gpu, tiny_model_dir, files, tmp_path, capsys, share):
     """TRL's DPOTrainer with our LoRA wrapper (fused forward), with and without the shared-prompt forward."""
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "dpo_tiny.yaml"
-    summary = run_json(
-        ["dpo", "--config", str(recipe), "--model", str(tiny_model_dir), "--data", str(files["pairs"]),
-         "--output", str(tmp_path / "run"), "--max-steps", "2", "--eval-split", "0.25", share, "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert used_cuda()
+    summary = _train_on_cuda(
+        "dpo", files["pairs"], tiny_model_dir, tmp_path, capsys, "--eval-split", "0.25", share
+    )
     assert summary["steps"] == 2 and summary["eval_accuracy"] is not None
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
-
-
-def _train_on_cuda(command: str, rows: list[dict], model_dir: Path, tmp_path: Path, capsys) -> dict:
-    """`alignkit <command>` with its tiny recipe on ``rows`` for 2 steps; the summary after checking CUDA ran."""
-    data = tmp_path / f"{command}.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / f"{command}_tiny.yaml"
-    summary = run_json(
-        [command, "--config", str(recipe), "--model", str(model_dir), "--data", str(data),
-         "--output", str(tmp_path / "run"), "--max-steps", "2", "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert used_cuda()
-    return summary
 
 
 @needs_cuda
@@ -241,10 +235,16 @@ def test_kto_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
          "label": bool(i % 2)}
         for i in range(8)
     ]  # fmt: skip
-    assert _train_on_cuda("kto", rows, tiny_model_dir, tmp_path, capsys)["steps"] == 2
+    assert (
+        _train_on_cuda("kto", _write(rows, tmp_path / "kto.jsonl"), tiny_model_dir, tmp_path, capsys)["steps"]
+        == 2
+    )
 
 
 @needs_cuda
 def test_sft_on_cuda(on_gpu, tiny_model_dir, tmp_path, capsys):
     rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} plus {i} is {2 * i}."} for i in range(8)]
-    assert _train_on_cuda("sft", rows, tiny_model_dir, tmp_path, capsys)["steps"] == 2
+    assert (
+        _train_on_cuda("sft", _write(rows, tmp_path / "sft.jsonl"), tiny_model_dir, tmp_path, capsys)["steps"]
+        == 2
+    )

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -180,19 +181,8 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     if evals is not None:
         report_prepared("eval data", evals, cfg.max_length)
 
-    from torch._dynamo.exc import TorchDynamoException
-
-    undo_compile = _compile(cfg, rm, device)
-    try:
+    with _compiled(cfg, rm, device):
         summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
-    except TorchDynamoException as error:
-        raise TrainingError(
-            f"torch.compile failed ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
-            "rerun with --no-compile (add --resume to continue from the last checkpoint)"
-        ) from error
-    finally:
-        if undo_compile is not None:
-            undo_compile()
     summary["data"] = {**data_info, "train": train.summary(), "eval": evals.summary() if evals else None}
     rm.eval()
     if main:
@@ -218,24 +208,41 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 EVAL_LOGGED = ("accuracy", "margin", "length_correlation")
 
 
-def _compile(cfg: RMConfig, rm: RewardModel, device: torch.device) -> Any:
-    """`--compile`: compile the decoder layers for the training steps; return the undo (None: not compiled)."""
+@contextmanager
+def _compiled(cfg: RMConfig, rm: RewardModel, device: torch.device) -> Iterator[None]:
+    """`--compile`: the decoder layers compiled for the training steps inside, eager again after.
+
+    A compiler failure becomes a one-line `TrainingError` naming --no-compile. Nothing of torch's
+    compiler is imported when the run does not compile.
+    """
     from alignkit.models.compile import compile_layers, compile_unavailable
 
-    if not cfg.compile:
-        return None
-    reason = compile_unavailable(device)
+    reason = compile_unavailable(device) if cfg.compile else None
+    undo = None
     if reason is not None:
         console.warn(f"rm: not compiling ({reason}); training runs eager. --no-compile hides this warning")
-        return None
-    undo = compile_layers(rm.model)
+    elif cfg.compile:
+        undo = compile_layers(rm.model)
+        if undo is None:
+            console.warn("rm: not compiling: the model has no transformers decoder layers to compile")
     if undo is None:
-        console.warn("rm: not compiling: the model has no transformers decoder layers to compile")
-    else:
-        console.info(
-            "rm: decoder layers compiled (torch.compile); the first steps compile them (--no-compile to skip)"
-        )
-    return undo
+        yield
+        return
+    from torch._dynamo.exc import TorchDynamoException
+
+    console.info(
+        "rm: decoder layers compiled (torch.compile); the first steps compile them (--no-compile to skip)"
+    )
+    try:
+        yield
+    except TorchDynamoException as error:
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise TrainingError(
+            f"torch.compile failed ({type(error).__name__}: {first_line}); "
+            "rerun with --no-compile (add --resume to continue from the last checkpoint)"
+        ) from error
+    finally:
+        undo()
 
 
 def train_reward_model(
