@@ -3,7 +3,7 @@
 Run (about 5 minutes on 2 CPU cores; heavy, so take the shared lock):
 
     flock /tmp/alignkit-cpu.lock .venv/bin/python benchmarks/generate_speed.py
-    .venv/bin/python benchmarks/generate_speed.py --profile    # where one decode step at batch 128 goes
+    .venv/bin/python benchmarks/generate_speed.py --profile [--compile]   # where a decode step at batch 128 goes
 
 Workload (from the issue): the embedded default SmolLM2-135M-Instruct with bf16 weights, 16 chat prompts x
 N=8 samples, 64 new tokens, temperature 1, no top-k / top-p. For a like-for-like count every method makes
@@ -13,7 +13,9 @@ generated tokens are counted.
 * naive: one ``model.generate(num_return_sequences=1)`` per (prompt, sample); slow, so timed on a subset.
 * hf_batched: one ``model.generate`` call for the 16 prompts with ``num_return_sequences=8`` (128 rows).
 * ours: ``alignkit.sampling.generate`` (best of 3 runs, end to end: prompt encoding, prefill, decode,
-  detokenisation).
+  detokenisation), with the decode step compiled (``compile=True``, `alignkit sample --compile`) for the
+  headline figures and eager (the default) for the ``*_eager`` ones; the two alternate run by run. The
+  compilation is a one-off per process, reported as ``compile_warmup_s`` and not in the timed runs.
 * roofline: a decode step at batch b needs at least max(weight bytes / memory bandwidth,
   2 x params x b / matmul peak) seconds (both ceilings measured here, in this run), i.e. b / that many tokens
   per second. ``fraction_of_roofline`` = ours (end to end, prefill included) / roofline at b = 128.
@@ -168,7 +170,7 @@ def child(n: int) -> None:
     )
 
 
-def profile_step() -> None:
+def profile_step(compiled: bool = False) -> None:
     """Break one decode step at batch 128 down by operator (torch.profiler), plus the sampler alone."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -179,7 +181,7 @@ def profile_step() -> None:
     model, tokenizer = load("bf16")
     ids, _ = encode_prompts(tokenizer, PROMPTS)
     settings = SamplingSettings(
-        n=N_SAMPLES, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, batch_size=BATCH
+        n=N_SAMPLES, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, batch_size=BATCH, compile=compiled
     )
     decoder = _Decoder(model, ids, settings, [tokenizer.eos_token_id], _check_model(model))
     with _sampling_mode(model, None):
@@ -207,13 +209,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help="break one decode step down by operator")
+    parser.add_argument("--compile", action="store_true", help="with --profile: the compiled decode step")
     parser.add_argument("--naive-calls", type=int, default=4, help="generate calls timed for the naive loop")
     parser.add_argument("--curve", default="1,4,16,64", help="N values of the cost curve ('' to skip)")
     args = parser.parse_args()
     if args.child:
         return child(args.child)
     if args.profile:
-        return profile_step()
+        return profile_step(args.compile)
 
     t0 = time.perf_counter()
     info = machine()
@@ -259,18 +262,34 @@ def main() -> None:
         f"token {hf_prefill_s:.1f} s, decode only {hf_decode_tps:.0f} tok/s"
     )
 
-    our_runs = [ours(model, tokenizer, PROMPTS, N_SAMPLES, seed=i) for i in range(3)]
-    our_s, batch = min(our_runs, key=lambda run: run[0])
-    our_tokens = batch.stats["new_tokens"]
-    our_tps = our_tokens / our_s
-    stats = batch.stats
-    print(
-        f"ours: {our_tokens} tokens in {our_s:.2f} s = {our_tps:.0f} tok/s (best of 3; prefill "
-        f"{stats['prefill_s']:.2f} s, decode {stats['decode_s']:.2f} s = "
-        f"{stats['decode_s'] / stats['steps'] * 1e3:.1f} ms/step, {stats['rebuilds']} cache rebuilds)"
-    )
-    assert hf_tokens == our_tokens == BATCH * NEW_TOKENS, (hf_tokens, our_tokens)
-    our_decode_tps = (our_tokens - BATCH) / stats["decode_s"]
+    # The compiled decode step (`--compile`): its one-off compilation first, then both paths interleaved,
+    # best of 3 each, so that a slow phase of the machine hits both alike.
+    start = time.perf_counter()
+    ours(model, tokenizer, PROMPTS[:2], 2, seed=0, compile=True)
+    compile_warmup_s = time.perf_counter() - start
+    runs: dict[bool, list] = {False: [], True: []}
+    for i in range(3):
+        for compiled in (False, True):
+            runs[compiled].append(ours(model, tokenizer, PROMPTS, N_SAMPLES, seed=i, compile=compiled))
+    measured = {}
+    for compiled, label in ((False, "ours (eager, the default)"), (True, "ours --compile")):
+        seconds, batch = min(runs[compiled], key=lambda run: run[0])
+        tokens, stats = batch.stats["new_tokens"], batch.stats
+        assert hf_tokens == tokens == BATCH * NEW_TOKENS, (hf_tokens, tokens)
+        measured[compiled] = dict(
+            tps=tokens / seconds,
+            step_ms=stats["decode_s"] / stats["steps"] * 1e3,
+            prefill_s=stats["prefill_s"],
+            decode_tps=(tokens - BATCH) / stats["decode_s"],
+        )
+        print(
+            f"{label}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:.0f} tok/s (best of 3; prefill "
+            f"{stats['prefill_s']:.2f} s, decode {stats['decode_s']:.2f} s = "
+            f"{measured[compiled]['step_ms']:.1f} ms/step, {stats['rebuilds']} cache rebuilds)"
+        )
+    print(f"compiling the decode step: {compile_warmup_s:.1f} s once per process")
+    best, eager = measured[True], measured[False]
+    our_tps = best["tps"]
 
     # Weights in fp32 under bf16 autocast, same workload, for the record (the dtype choice).
     model32, _ = load("fp32")
@@ -300,16 +319,22 @@ def main() -> None:
         "speedup_vs_naive": our_tps / naive_tps,
         "speedup_vs_hf_batched": our_tps / hf_tps,
         "fraction_of_roofline": our_tps / roof["tokens_per_s"],
+        "fraction_of_roofline_eager": eager["tps"] / roof["tokens_per_s"],
+        "speedup_vs_hf_batched_eager": eager["tps"] / hf_tps,
+        "compile_speedup": our_tps / eager["tps"],
+        "compile_warmup_s": compile_warmup_s,
         "ours_tokens_per_s": our_tps,
+        "ours_eager_tokens_per_s": eager["tps"],
         "hf_batched_tokens_per_s": hf_tps,
         "naive_tokens_per_s": naive_tps,
         "roofline_tokens_per_s": roof["tokens_per_s"],
         "roofline_step_ms": roof["step_s"] * 1e3,
-        "ours_decode_step_ms": stats["decode_s"] / stats["steps"] * 1e3,
-        "ours_decode_only_tokens_per_s": our_decode_tps,
+        "ours_decode_step_ms": best["step_ms"],
+        "ours_eager_decode_step_ms": eager["step_ms"],
+        "ours_decode_only_tokens_per_s": best["decode_tps"],
         "hf_batched_prefill_s": hf_prefill_s,
         "hf_batched_decode_only_tokens_per_s": hf_decode_tps,
-        "ours_prefill_s": stats["prefill_s"],
+        "ours_prefill_s": best["prefill_s"],
         "autocast_fp32_weights_tokens_per_s": auto_tps,
         "fp32_tokens_per_s": fp32_tps,
         "bf16_matmul_peak_gflops": peak / 1e9,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import pytest
 import torch
 
 from alignkit.data.records import conversation
 from alignkit.errors import ConfigError, UserError
+from alignkit.sampling import generate as gen
 from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.sampling.logprobs import response_token_logps
 
@@ -263,3 +267,96 @@ def test_bad_input_raises_user_errors(tiny_lm, tokenizer):
         generate(tiny_lm, tokenizer, [[5], []])
     with pytest.raises(UserError, match="prompt 0"):
         generate(tiny_lm, tokenizer, [3.5])
+
+
+# ------------------------------------------------------------------ packed weights and the compiled step
+
+
+@contextlib.contextmanager
+def _no_packing(model, rows=128):
+    yield 0
+
+
+def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_lm, monkeypatch):
+    from alignkit.models.packed_linear import packing_unavailable
+
+    model = make_lm(tokenizer).to(torch.bfloat16)
+    if packing_unavailable(model) is not None:
+        pytest.skip(packing_unavailable(model))
+    counts = []
+    real = gen.packed_linears
+
+    @contextlib.contextmanager
+    def spy(model, rows=128):
+        with real(model, rows) as packed:
+            counts.append(packed)
+            yield packed
+
+    kw = dict(n=2, max_new_tokens=8, seed=3, return_logprobs=True)
+    monkeypatch.setattr(gen, "packed_linears", spy)
+    packed = generate(model, tokenizer, id_prompts, **kw)
+    monkeypatch.setattr(gen, "packed_linears", _no_packing)
+    plain = generate(model, tokenizer, id_prompts, **kw)
+    assert counts == [11]  # q, o, gate, up, down of 2 layers (k/v, 32 x 64, are too small) + LM head
+    assert [g.response_ids for g in packed] == [g.response_ids for g in plain]
+    assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
+
+
+def _compilable():
+    from alignkit.models.compile import compile_unavailable
+
+    reason = compile_unavailable(torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def test_compiled_decode_step_gives_the_eager_samples(tiny_lm, tokenizer, id_prompts, monkeypatch):
+    _compilable()
+    calls = []
+    real = gen._compiled_call
+
+    def counting():
+        compiled = real()
+
+        def call(model, inputs):
+            calls.append(inputs["input_ids"].shape[0])
+            return compiled(model, inputs)
+
+        return call
+
+    # Rows stop at different steps and wait for room (batch 4 < 10 rows): compaction and refill change the
+    # batch and the cache size under the compiled step.
+    kw = dict(n=2, max_new_tokens=12, seed=5, return_logprobs=True, batch_size=4)
+    eager = generate(tiny_lm, tokenizer, id_prompts, **kw)
+    monkeypatch.setattr(gen, "_compiled_call", counting)
+    compiled = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
+    assert len(calls) == compiled.stats["steps"] > 0
+    assert len(set(calls)) > 1  # several batch sizes went through the one compiled function
+    assert [g.response_ids for g in compiled] == [g.response_ids for g in eager]
+    for a, b in zip(compiled, eager, strict=True):
+        assert torch.allclose(torch.tensor(a.token_logps), torch.tensor(b.token_logps), atol=1e-4)
+
+
+def test_a_compiler_failure_falls_back_to_eager(tiny_lm, tokenizer, id_prompts, monkeypatch, caplog):
+    from torch._dynamo.exc import TorchDynamoException
+
+    def broken(model, inputs):
+        raise TorchDynamoException("inductor exploded\nC++ compile error: ...")
+
+    kw = dict(n=2, max_new_tokens=6, seed=2)
+    eager = generate(tiny_lm, tokenizer, id_prompts, **kw)
+    monkeypatch.setattr(gen, "_compiled_call", lambda: broken)
+    with caplog.at_level(logging.WARNING, logger="alignkit.sampling.generate"):
+        fallback = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
+    assert [g.response_ids for g in fallback] == [g.response_ids for g in eager]
+    assert caplog.text.count("inductor exploded") == 1  # warned once, eager for the rest of the call
+    assert "C++ compile error" not in caplog.text
+
+    import alignkit.models.compile as compile_module
+
+    caplog.clear()
+    monkeypatch.setattr(compile_module, "compile_unavailable", lambda device: "no C++ compiler")
+    with caplog.at_level(logging.WARNING, logger="alignkit.sampling.generate"):
+        no_compiler = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
+    assert "no C++ compiler" in caplog.text
+    assert [g.response_ids for g in no_compiler] == [g.response_ids for g in eager]

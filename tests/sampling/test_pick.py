@@ -80,6 +80,36 @@ def test_banned_tokens_are_never_drawn_but_logps_ignore_the_ban():
     assert logps[0].item() == pytest.approx(full[0, tokens[0]].item(), abs=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_banned_logps_at_a_real_vocabulary_size(temperature):
+    """The in-place softmax path at a real vocabulary (vectorised kernels): sampled tokens follow the
+    softmax of the allowed tokens, log-probs are of the full tempered distribution, banned included."""
+    torch.manual_seed(3)
+    logits = (torch.randn(64, 49152) * 4).to(torch.bfloat16)
+    banned_ids = torch.tensor([2, 7])
+    logits[:, banned_ids] = 30.0  # most of the mass sits on the banned tokens
+    banned_rows = torch.arange(64) % 2 == 0
+    uniforms = torch.rand(64)
+    tokens, logps = pick_tokens(
+        logits,
+        uniforms,
+        temperature=temperature,
+        banned_rows=banned_rows,
+        banned_ids=banned_ids,
+        want_logps=True,
+    )
+    scaled = logits.float() / temperature
+    expected = torch.log_softmax(scaled, -1).gather(1, tokens[:, None])[:, 0]
+    assert torch.allclose(logps, expected, atol=1e-4)
+    assert not torch.isin(tokens[banned_rows], banned_ids).any()
+    # Each banned row's token is the inverse-CDF draw of the softmax over the allowed tokens.
+    allowed = scaled.clone()
+    allowed[:, banned_ids] = float("-inf")
+    cdf = torch.softmax(allowed, -1).double().cumsum(-1)
+    drawn = torch.searchsorted(cdf, uniforms.double()[:, None]).squeeze(1)
+    assert (tokens[banned_rows] == drawn[banned_rows]).float().mean() > 0.9  # rounding may move a few
+
+
 @pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (3, 1.0), (0, 0.7), (4, 0.9)])
 def test_logps_are_of_the_full_tempered_distribution(top_k, top_p):
     torch.manual_seed(1)

