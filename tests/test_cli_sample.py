@@ -96,6 +96,37 @@ def test_plain_sampling_writes_k_candidates_that_label_reads(tiny_model_dir, pro
     assert other.read_text() != out.read_text()
 
 
+def test_compile_gives_the_eager_samples(tiny_model_dir, prompts_file, tmp_path, capsys, monkeypatch):
+    from alignkit.models.compile import compile_unavailable
+    from alignkit.sampling import generate as gen
+
+    if compile_unavailable(torch.device("cpu")) is not None:
+        pytest.skip(compile_unavailable(torch.device("cpu")))
+    real, calls = gen._compiled_call, []
+
+    def counting():
+        compiled = real()
+        return lambda model, inputs: calls.append(1) or compiled(model, inputs)
+
+    monkeypatch.setattr(gen, "_compiled_call", counting)
+    args = [
+        "sample",
+        "--prompts",
+        str(prompts_file),
+        "--model",
+        str(tiny_model_dir),
+        "--n-samples",
+        "2",
+        *FAST,
+    ]
+    eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
+    run_json(args + ["--output", str(eager)], capsys)
+    assert not calls
+    run_json(args + ["--output", str(compiled), "--compile"], capsys)
+    assert calls  # the decode steps went through the compiled function
+    assert compiled.read_text() == eager.read_text()
+
+
 def test_best_of_n_picks_the_argmax_and_exports(tiny_model_dir, rm_dir, prompts_file, tmp_path, capsys):
     from alignkit.data.load import load_records
 
