@@ -616,6 +616,40 @@ def test_activation_budget_checkpoints_only_long_batches(tiny_model):
     assert scored.plan(1, 40) == 1  # 2 x (400 + 160) B do not; one checkpointed layer keeps 20 B
 
 
+def test_activation_budget_calibrates_its_estimate_on_what_autograd_keeps(tiny_model):
+    decoder = tiny_model.model  # the layers without the LM head, as a reward model uses them
+    # Embeddings that require grad (the frozen fixture model has no trainable weight): every layer keeps
+    # its activations for the backward pass.
+    embeds = decoder.embed_tokens(torch.randint(10, 200, (2, 24))).detach().requires_grad_()
+
+    def forward_kept(budget: loop.ActivationBudget, rows: int, width: int) -> int:
+        budget.plan(rows, width)
+        with budget.measure():
+            out = decoder(inputs_embeds=embeds[:rows, :width]).last_hidden_state
+        out.float().sum().backward()
+        return budget.last_saved_bytes
+
+    probe = loop.ActivationBudget(tiny_model, budget_bytes=None, per_layer=1.0)
+    small, big = forward_kept(probe, 1, 12), forward_kept(probe, 2, 24)
+    assert 0 < small < big  # 4x the tokens keep more (and the 2 layers' weights are not counted)
+    assert 3.0 < big / small < 5.0
+
+    # An estimate 5x too high checkpoints a layer the measured bytes do not need, until a measured
+    # micro-batch corrects it; a forward with every layer checkpointed teaches nothing about whole layers.
+    per_token = big / (2 * 24 * 2)  # bytes per token and layer, measured (a little high: embeddings too)
+    budget = loop.ActivationBudget(tiny_model, budget_bytes=6 * 2 * 24 * per_token, per_layer=5 * per_token)
+    budget.always = True
+    forward_kept(budget, 2, 24)
+    assert budget.scale == 1.0
+    budget.always = False
+    assert budget.plan(2, 24) == 1
+    forward_kept(budget, 2, 24)
+    assert 0.1 < budget.scale < 0.4 and budget.plan(2, 24) == 0
+    with torch.no_grad(), budget.measure():  # nothing is kept without gradients: no change
+        decoder(inputs_embeds=embeds)
+    assert budget.plan(2, 24) == 0
+
+
 def test_checkpointing_gives_the_same_update(tmp_path, tiny_model_dir):
     data = write_pairs(tmp_path / "p.jsonl", n=4)
     weights = []

@@ -332,12 +332,15 @@ def train_reward_model(
             ]
             units = sum(b.comparisons for b in batches)
             stats: dict[str, float] = {}
+            saved_bytes = 0
             for k, batch in enumerate(batches):
                 last = k == len(batches) - 1
                 # Gradients are summed locally and all-reduced once, on the last micro-batch.
                 checkpointed = budget.plan(*batch.input_ids.shape)
                 with nullcontext() if last else accelerator.no_sync(model):
-                    scores = model(batch.input_ids, batch.attention_mask, batch.shared)  # (N,) per answer
+                    with budget.measure():
+                        scores = model(batch.input_ids, batch.attention_mask, batch.shared)  # (N,) per answer
+                    saved_bytes = max(saved_bytes, budget.last_saved_bytes)
                     bt, bt_stats = ranking_loss(
                         scores, batch.better_idx, batch.worse_idx, batch.pair_weights, batch.margin
                     )
@@ -375,6 +378,8 @@ def train_reward_model(
                     "perf/padding_efficiency": computed / sum(b.input_ids.numel() for b in batches),
                     "perf/step_seconds": seconds,
                     "perf/checkpointed_layers": checkpointed,
+                    "perf/saved_activation_gb": saved_bytes / 1e9,
+                    "perf/activation_estimate_scale": budget.scale,
                     "train/epoch": cursor.epoch + cursor.batch / max(1, per_epoch * world[1]),
                 }
             )
