@@ -256,6 +256,11 @@ def test_lora_adapter_is_used(tiny_lm, tokenizer, id_prompts):
     with peft.disable_adapter():
         base = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0)
     assert [g.response_ids for g in base] != theirs
+    from alignkit.models.compile import compile_unavailable
+
+    if compile_unavailable(torch.device("cpu")) is None:  # the compiled step runs the adapter too
+        compiled = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0, compile=True)
+        assert [g.response_ids for g in compiled] == theirs
 
 
 def test_bad_input_raises_user_errors(tiny_lm, tokenizer):

@@ -81,9 +81,9 @@ class SamplingSettings:
     """Compute dtype. None: the weights' own dtype (fastest: load the model in bf16 on a bf16 CPU). A
     different dtype runs under torch.autocast, which converts the weights at every matmul."""
     compile: bool = False
-    """Compile the decode step with torch.compile (CPU only): 0.8-0.9x the eager step time, for a one-off
-    cost of about 20 s per process (SmolLM2-135M on 2 cores). Worth it for jobs of a thousand decode steps
-    or more. A compiler failure falls back to eager decoding with a warning."""
+    """Compile the decode step with torch.compile (CPU only): 0.87x the eager step time, for a one-off
+    ~23 s per process (SmolLM2-135M at batch 128 on 2 cores, docs/sample.md). Worth it from about two
+    thousand decode steps. A compiler failure falls back to eager decoding with a warning."""
 
     def validated(self) -> SamplingSettings:
         def need(ok: bool, message: str) -> None:
