@@ -109,16 +109,8 @@ def test_compile_gives_the_eager_samples(tiny_model_dir, prompts_file, tmp_path,
         return lambda model, inputs: calls.append(1) or compiled(model, inputs)
 
     monkeypatch.setattr(gen, "_compiled_call", counting)
-    args = [
-        "sample",
-        "--prompts",
-        str(prompts_file),
-        "--model",
-        str(tiny_model_dir),
-        "--n-samples",
-        "2",
-        *FAST,
-    ]
+    args = ["sample", "--prompts", str(prompts_file), "--model", str(tiny_model_dir), "--n-samples", "2",
+            *FAST]  # fmt: skip
     eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
     run_json(args + ["--output", str(eager)], capsys)
     assert not calls
