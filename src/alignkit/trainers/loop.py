@@ -143,8 +143,8 @@ class ActivationBudget:
 
     The estimate is calibrated on the run itself: inside :meth:`measure` (one micro-batch's
     forward) a ``saved_tensors_hooks`` pack hook adds up the bytes autograd really keeps
-    (each storage once, the model's own weights excluded), and ``scale`` becomes that over
-    the estimate for the micro-batch's plan. Later plans use the scaled estimate. This matters
+    (each storage once, the model's own weights excluded), and ``scale`` becomes what the
+    layers kept whole over their estimate. Later plans use the scaled estimate. This matters
     for compiled layers (`models.compile`), whose partitioner recomputes cheap element-wise
     results instead of saving them: SmolLM2's layers keep about two thirds of the eager bytes.
     """
