@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
+
+
+def compiler_missing() -> str | None:
+    """Why torch.compile cannot run on this machine's CPU (a sentence), or None."""
+    from alignkit.models.compile import compile_unavailable
+
+    return compile_unavailable(torch.device("cpu"))
+
+
+needs_compiler = pytest.mark.skipif(compiler_missing() is not None, reason=f"{compiler_missing()}")
 
 
 def make_reward_model(folder: Path, base_dir: Path, seed: int = 1, tokenizer=None) -> Path:

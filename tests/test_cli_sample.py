@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alignkit.cli import main
-from factories import make_reward_model
+from factories import make_reward_model, needs_compiler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,12 +96,10 @@ def test_plain_sampling_writes_k_candidates_that_label_reads(tiny_model_dir, pro
     assert other.read_text() != out.read_text()
 
 
+@needs_compiler
 def test_compile_gives_the_eager_samples(tiny_model_dir, prompts_file, tmp_path, capsys, monkeypatch):
-    from alignkit.models.compile import compile_unavailable
     from alignkit.sampling import generate as gen
 
-    if compile_unavailable(torch.device("cpu")) is not None:
-        pytest.skip(compile_unavailable(torch.device("cpu")))
     real, calls = gen._compiled_call, []
 
     def counting():

@@ -16,6 +16,8 @@ from alignkit.runs import read_metrics
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
 from test_rm import tiny_rm_args, write_pairs  # noqa: E402
 
+from factories import needs_compiler  # noqa: E402
+
 
 def _losses(run: Path) -> list[float]:
     return [r["loss/total"] for r in read_metrics(run / "metrics.jsonl") if "loss/total" in r]
@@ -29,9 +31,7 @@ def _train(tmp_path: Path, model_dir: Path, data: Path, name: str, *flags: str, 
     return {"summary": json.loads(out.strip().splitlines()[-1]), "err": err}
 
 
-@pytest.mark.skipif(
-    compile_module.compile_unavailable(torch.device("cpu")) is not None, reason="no C++ compiler"
-)
+@needs_compiler
 def test_compiled_layers_train_like_eager_ones(tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")
     data = write_pairs(tmp_path / "p.jsonl", n=12)

@@ -13,6 +13,7 @@ from alignkit.errors import ConfigError, UserError
 from alignkit.sampling import generate as gen
 from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.sampling.logprobs import response_token_logps
+from factories import compiler_missing, needs_compiler
 
 
 def _hf_greedy(model, prompts: list[list[int]], max_new_tokens: int, pad: int, eos: int) -> list[list[int]]:
@@ -256,9 +257,7 @@ def test_lora_adapter_is_used(tiny_lm, tokenizer, id_prompts):
     with peft.disable_adapter():
         base = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0)
     assert [g.response_ids for g in base] != theirs
-    from alignkit.models.compile import compile_unavailable
-
-    if compile_unavailable(torch.device("cpu")) is None:  # the compiled step runs the adapter too
+    if compiler_missing() is None:  # the compiled step runs the adapter too
         compiled = generate(peft, tokenizer, id_prompts, max_new_tokens=10, temperature=0, compile=True)
         assert [g.response_ids for g in compiled] == theirs
 
@@ -307,16 +306,8 @@ def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_l
     assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
 
 
-def _compilable():
-    from alignkit.models.compile import compile_unavailable
-
-    reason = compile_unavailable(torch.device("cpu"))
-    if reason is not None:
-        pytest.skip(reason)
-
-
+@needs_compiler
 def test_compiled_decode_step_gives_the_eager_samples(tiny_lm, tokenizer, id_prompts, monkeypatch):
-    _compilable()
     calls = []
     real = gen._compiled_call
 
