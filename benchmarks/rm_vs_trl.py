@@ -8,7 +8,7 @@ rate and number of steps. Two settings:
 (a) defaults: each tool's own precision and memory settings. TRL 1.16 on a CPU: fp32 weights under
     bf16 autocast (``bf16`` defaults to True in TRL's configs) with gradient checkpointing on.
     alignkit: bf16 frozen base, fp32 LoRA and head under bf16 autocast, layers checkpointed only when a
-    batch's activations exceed ``--activation-memory-gb`` (1.0 GB), decoder layers compiled
+    batch's activations exceed ``--activation-memory-gb`` (0.5 GB), decoder layers compiled
     (``--compile``; the compiling happens in the warm-up steps, whose seconds are reported, with a run
     of the same defaults without ``--compile`` beside it: ``compile_speedup``, ``mfu_no_compile``).
 (b) same settings: TRL also gets bf16 weights (``model_init_kwargs={"dtype": "bfloat16"}``) and no
