@@ -6,6 +6,7 @@ Every test trains the session's tiny Llama (hidden 32, 2 layers) for a few steps
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -663,3 +664,33 @@ def test_checkpointing_gives_the_same_update(tmp_path, tiny_model_dir):
         assert layers == ([0, 0] if name == "plain" else [2, 2])
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)
+
+
+# -------------------------------------------------------------------- memory
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux only")
+def test_release_freed_memory_returns_free_heap_pages():
+    # 2,000 heap blocks of 100 KB (below glibc's mmap threshold), every other one freed: the free
+    # blocks sit between live ones, so glibc cannot shrink the heap by itself; the trim returns them.
+    blocks = [torch.ones(25_000) for _ in range(2_000)]
+    del blocks[::2]
+    before = _rss_bytes()
+    assert loop.release_freed_memory()
+    assert before - _rss_bytes() > 50 * 2**20
+    del blocks
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_rm_trims_once_per_step_only_when_asked(tmp_path, tiny_model_dir, monkeypatch, release):
+    calls = []
+    monkeypatch.setattr(loop, "release_freed_memory", lambda: calls.append(1) or True)
+    data = write_pairs(tmp_path / "p.jsonl", n=10)
+    rm_module.run_rm(config(tmp_path, tiny_model_dir, data, max_steps=3, release_memory=release))
+    assert len(calls) == (3 if release else 0)

@@ -163,8 +163,6 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     main = accelerator.is_main_process
     if not main:
         console.set_quiet(True)
-    if cfg.release_memory:
-        loop.release_freed_memory()
     seed_everything(cfg.seed)
     train_records, eval_records, data_info = load_comparisons(cfg)
     run = Run.create("rm", cfg.output, cfg, resume=cfg.resume) if main else Run(Path(cfg.output or "."))
@@ -363,6 +361,8 @@ def train_reward_model(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if cfg.release_memory:  # part of the step's time
+                loop.release_freed_memory()
             step += 1
             seconds = time.perf_counter() - started
             real = sum(b.real_tokens for b in batches)
