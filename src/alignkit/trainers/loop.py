@@ -18,6 +18,7 @@ algorithm visible:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -239,7 +240,20 @@ class ActivationBudget:
             self.scale = min(10.0, max(0.1, (total - kept) / whole))
 
 
-_LIBC: list = []  # glibc, loaded once (None where there is none)
+@functools.cache
+def _glibc():
+    """glibc through ctypes, or None where there is none (not Linux, or a libc without malloc_trim)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc has it; musl does not
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def release_freed_memory() -> bool:
@@ -254,21 +268,10 @@ def release_freed_memory() -> bool:
     Unmapping every large tensor at free instead (a 1 MB mmap threshold, the previous approach) peaked
     at 3.1 GB but cost 26% (faults at every allocation). Returns False where it cannot apply (not glibc).
     """
-    import ctypes
-    import sys
-
-    if not _LIBC:
-        libc = None
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                libc.malloc_trim  # noqa: B018 - glibc has it; musl does not
-            except (OSError, AttributeError):
-                libc = None
-        _LIBC.append(libc)
-    if _LIBC[0] is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    _LIBC[0].malloc_trim(0)
+    libc.malloc_trim(0)
     return True
 
 
