@@ -1,4 +1,5 @@
 """The slab KV cache: reshape keeps live columns right-aligned, masks hide the rest; attention = SDPA."""
+# Keys are stored transposed, (B, H, D, C); values (B, H, C, D).
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ def test_reshape_keeps_live_rows_right_aligned_and_adds_empty_rows():
     # Keep rows 2 and 0, which hold 3 and 2 live tokens; add one new row of 5 tokens.
     row_len = torch.tensor([3, 2, 5])
     cache.reshape(torch.tensor([2, 0]), row_len, new_rows=1, length=5, capacity=8)
-    keys = cache.keys[0]
-    assert keys.shape == (3, 1, 8, 1)
-    assert torch.equal(keys[0, 0, 2:5, 0], before[2, 0, 1:4, 0])  # the last 3 columns, now ending at column 5
-    assert torch.equal(keys[1, 0, 2:5, 0], before[0, 0, 1:4, 0])
-    assert (keys[2] == 0).all() and (keys[:, :, 5:] == 0).all()
+    keys, values = cache.keys[0], cache.values[0]
+    assert keys.shape == (3, 1, 1, 8) and values.shape == (3, 1, 8, 1)
+    assert torch.equal(keys[0, 0, 0, 2:5], before[2, 0, 0, 1:4])  # the last 3 columns, now ending at column 5
+    assert torch.equal(keys[1, 0, 0, 2:5], before[0, 0, 0, 1:4])
+    assert torch.equal(values[:, 0, :, 0], keys[:, 0, 0, :])  # written alike
+    assert (keys[2] == 0).all() and (keys[..., 5:] == 0).all()
     visible = cache.bias[:, 0, 0] == 0
     assert visible.tolist() == [
         [False, False, True, True, True, False, False, False],
@@ -51,7 +53,7 @@ def test_decode_attention_equals_sdpa_with_grouped_heads():
     visible = torch.rand(batch, length) > 0.3
     visible[:, -1] = True
     bias = torch.zeros(batch, 1, 1, length).masked_fill(~visible[:, None, None], float("-inf"))
-    out, _ = slab_attention(None, query, key, value, bias, scaling=0.3)
+    out, _ = slab_attention(None, query, key.transpose(2, 3).contiguous(), value, bias, scaling=0.3)
     expected = F.scaled_dot_product_attention(
         query,
         key.repeat_interleave(group, 1),

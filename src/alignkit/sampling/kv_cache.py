@@ -1,6 +1,7 @@
 """A preallocated KV cache for batched decoding, and the attention that reads it.
 
-Layout, per layer: keys and values ``(B, H_kv, C, D)``, contiguous (B rows, C columns of capacity). Every row
+Layout, per layer: keys ``(B, H_kv, D, C)`` (transposed: one key is a column) and values ``(B, H_kv, C, D)``,
+contiguous (B rows, C columns of capacity). Every row
 is *right-aligned*: the next token of every row is written at column ``length``, so row ``i`` holds its tokens
 in columns ``[length - row_len[i], length)`` and padding on the left. An additive mask ``bias`` ``(B, 1, 1, C)``
 (0 = attend, -inf = hide) hides padding and the not-yet-written columns.
@@ -10,6 +11,10 @@ batch-128 decode step of SmolLM2-135M in our profile). Why attend over all C col
 ``[:length]``: a slice has a batch stride != its size and CPU ``bmm`` then copies K and V first (3-4x slower
 than contiguous). The capacity grows in chunks (:meth:`SlabCache.reshape`), so at most a chunk of masked
 columns is read, and every reshape also drops finished rows (compaction) and appends new ones (refill).
+
+Keys are stored transposed because the decode attention reads them as ``K^T``: the native kernel
+(`decode_attention`) vectorises over 16 keys at a time, and the batched-matmul fallback multiplies by
+``K^T`` directly (as fast as by a transposed view of ``K``).
 
 The attention (:func:`slab_attention`) is registered with transformers' ``AttentionInterface`` and switched on
 only inside :func:`slab_attention_enabled`, so the model's own modules (and any LoRA layers on them) still run.
@@ -27,6 +32,8 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from alignkit.models.cpu_attention import attention_configs
+from alignkit.sampling import decode_attention as native
+from alignkit.sampling.decode_attention import decode_attention, native_attention_usable
 
 ATTENTION_NAME = "alignkit_slab"
 
@@ -60,7 +67,7 @@ class _SlabLayer(CacheLayerMixin):
 
 
 class SlabCache(Cache):
-    """KV cache of right-aligned rows in preallocated ``(B, H_kv, C, D)`` tensors, one pair per layer.
+    """KV cache of right-aligned rows: per layer, keys ``(B, H_kv, D, C)`` and values ``(B, H_kv, C, D)``.
 
     Two write modes:
 
@@ -90,16 +97,20 @@ class SlabCache(Cache):
         if self._prefill is not None:
             rows, src = self._prefill
             if self.keys[layer] is None:  # first use: the dtype is what the model (or autocast) produces
-                shape = (self.rows, key_states.shape[1], self.capacity, key_states.shape[3])
-                self.keys[layer] = key_states.new_zeros(shape)
-                self.values[layer] = value_states.new_zeros(shape[:3] + (value_states.shape[3],))
+                heads, dim = key_states.shape[1], key_states.shape[3]
+                self.keys[layer] = key_states.new_zeros((self.rows, heads, dim, self.capacity))
+                self.values[layer] = value_states.new_zeros(
+                    (self.rows, heads, self.capacity, value_states.shape[3])
+                )
             start = self.length - key_states.shape[2]
-            self.keys[layer][rows, :, start : self.length] = key_states.index_select(0, src)
+            self.keys[layer][rows, :, :, start : self.length] = key_states.index_select(0, src).transpose(
+                2, 3
+            )
             self.values[layer][rows, :, start : self.length] = value_states.index_select(0, src)
             return key_states, value_states
         # Column as a tensor, not a Python int: a compiled decode step then serves every column.
         keys, values = self.keys[layer], self.values[layer]
-        keys.index_copy_(2, self.column, key_states[:, :, -1:])
+        keys.index_copy_(3, self.column, key_states[:, :, -1:].transpose(2, 3))
         values.index_copy_(2, self.column, value_states[:, :, -1:])
         return keys, values
 
@@ -138,14 +149,18 @@ class SlabCache(Cache):
         kept = int(keep.numel())
         span = min(int(row_len[:kept].max()), self.length) if kept else 0
         for layer in range(len(self.keys)):
-            for store in (self.keys, self.values):
+            for store, column_dim in ((self.keys, 3), (self.values, 2)):
                 old = store[layer]
                 if old is None:
                     continue
                 # Zeros, not empty: masked columns are multiplied by 0 in attention, and 0 * NaN garbage = NaN.
-                new = old.new_zeros((kept + new_rows, old.shape[1], capacity, old.shape[3]))
+                shape = list(old.shape)
+                shape[0], shape[column_dim] = kept + new_rows, capacity
+                new = old.new_zeros(shape)
                 if span:
-                    new[:kept, :, length - span : length] = old[keep, :, self.length - span : self.length]
+                    new.narrow(0, 0, kept).narrow(column_dim, length - span, span).copy_(
+                        old[keep].narrow(column_dim, self.length - span, span)
+                    )
                 store[layer] = new
         self.rows, self.length, self.capacity = kept + new_rows, length, capacity
         columns = torch.arange(capacity, device=row_len.device)
@@ -181,20 +196,28 @@ def slab_attention(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Attention for `SlabCache`. query (B, H_q, Q, D); key/value (B, H_kv, K, D). Returns (B, Q, H_q, D).
+    """Attention for `SlabCache`. query (B, H_q, Q, D). Returns (B, Q, H_q, D).
 
-    Decode (a float mask, Q = 1): two batched matmuls per layer with the GQA query heads of one KV head packed
-    together, so K and V are read once and never repeated: scores (B*H_kv, H_q/H_kv, C) in the model dtype,
-    softmax in fp32 (like transformers' eager attention). On this CPU it is ~3x faster than SDPA for Q = 1.
-    Prefill (a boolean mask): ``scaled_dot_product_attention`` over the group's own keys.
+    Decode (a float mask ``bias`` (B, 1, 1, C), Q = 1): ``key`` is the cache's transposed keys (B, H_kv, D, C),
+    ``value`` its values (B, H_kv, C, D). On a CPU in bf16 the native kernel (`decode_attention`) does it
+    in one pass, fp32 inside. Otherwise two batched matmuls per layer with the GQA query heads of one KV head
+    packed together, so K and V are read once and never repeated: scores (B*H_kv, H_q/H_kv, C) in the model
+    dtype, softmax in fp32 (like transformers' eager attention); ~3x faster than SDPA for Q = 1 on a CPU.
+    Prefill (a boolean mask; key/value (G, H_kv, P, D)): ``scaled_dot_product_attention`` over the group's own
+    keys.
     """
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     batch, q_heads, q_len, dim = query.shape
-    kv_heads, kv_len = key.shape[1], key.shape[2]
+    kv_heads = key.shape[1]
     group = q_heads // kv_heads
     if attention_mask is not None and attention_mask.dtype != torch.bool and q_len == 1:
+        kv_len = key.shape[3]
+        if native_attention_usable(query, key):
+            bias = attention_mask.reshape(batch, kv_len)
+            out = decode_attention(query.reshape(batch, q_heads, dim), key, value, bias, scale)
+            return out.view(batch, 1, q_heads, dim), None
         q = query.reshape(batch * kv_heads, group, dim)
-        scores = torch.bmm(q, key.view(batch * kv_heads, kv_len, dim).transpose(1, 2))
+        scores = torch.bmm(q, key.view(batch * kv_heads, dim, kv_len))
         scores = scores.view(batch, kv_heads, group, kv_len).float()
         scores.mul_(scale).add_(attention_mask)  # mask (B, 1, 1, C) broadcasts over heads
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
@@ -217,6 +240,7 @@ def slab_attention_enabled(model: nn.Module) -> Iterator[None]:
     base) is switched too; do not run other forwards of the same model from another thread meanwhile.
     """
     AttentionInterface.register(ATTENTION_NAME, slab_attention)
+    native.load()  # before any decode step is compiled (see `decode_attention.load`)
     saved = [(config, config._attn_implementation) for config in attention_configs(model)]
     try:
         for config, _ in saved:

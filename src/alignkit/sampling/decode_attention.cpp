@@ -1,0 +1,293 @@
+// Decode attention over a KV cache for one new token per row, bf16 in and out, fp32 inside.
+//
+// Built and loaded by decode_attention.py (g++ -O3 -march=native -fopenmp); plain C++ with GCC vector
+// extensions, so the compiler picks the machine's vector width (AVX-512, AVX2, NEON) and no intrinsics are
+// written here. Layout (all contiguous, bf16 stored as uint16):
+//
+//   q     (B, Hkv * G, D)   the new token's query heads; query head h * G + i reads KV head h (GQA)
+//   kt    (B, Hkv, D, C)    keys, transposed: a key's D values lie C apart, so 16 keys are one vector
+//   v     (B, Hkv, C, D)    values
+//   bias  (B, C) float32    additive mask: 0 = attend, -inf = hidden
+//   out   (B, Hkv * G, D)
+//
+// For each (row, KV head) pair, in one pass and without writing scores to memory:
+//   s[i, j] = scale * q_i . k_j + bias[j]     over the columns lo <= j < hi that are not -inf at both ends
+//   p[i, :] = softmax(s[i, :])                 (fp32; exp by range reduction + polynomial, Cephes expf)
+//   out_i   = sum_j p[i, j] v_j                (fp32 accumulation, one rounding to bf16)
+// Reading only [lo, hi) skips the cache's padding and not-yet-written columns; the pairs are split over
+// OpenMP threads (the process's runtime, shared with torch).
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+typedef float f16v __attribute__((vector_size(64)));       // 16 x fp32
+typedef uint16_t u16v __attribute__((vector_size(32)));    // 16 x bf16 bits
+typedef uint32_t u32v __attribute__((vector_size(64)));
+typedef int32_t i32v __attribute__((vector_size(64)));
+
+static const int L = 16;  // lanes per vector
+
+static inline f16v load_bf16(const uint16_t *p) {
+    u16v h;
+    std::memcpy(&h, p, sizeof h);
+    u32v w = __builtin_convertvector(h, u32v) << 16;
+    f16v f;
+    std::memcpy(&f, &w, sizeof f);
+    return f;
+}
+
+static inline f16v load_f32(const float *p) {
+    f16v f;
+    std::memcpy(&f, p, sizeof f);
+    return f;
+}
+
+static inline void store_f32(float *p, f16v f) { std::memcpy(p, &f, sizeof f); }
+
+static inline f16v splat(float x) { return f16v{} + x; }
+
+// exp(x) for x <= 0 (softmax inputs after subtracting the max); exactly 0 below -87.3 and at -inf.
+// Range reduction x = n ln2 + r, |r| <= ln2 / 2, and Cephes expf's degree-5 polynomial (S. L. Moshier,
+// Cephes Math Library, expf.c): relative error about 1e-7.
+static inline f16v exp_nonpositive(f16v x) {
+    const f16v lo = splat(-87.3f);
+    i32v dead = x < lo;
+    x = x < lo ? lo : x;
+    const f16v magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    f16v n = (x * splat(1.44269504088896341f) + magic) - magic;
+    f16v r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+    f16v poly = splat(1.9875691500e-4f);
+    poly = poly * r + splat(1.3981999507e-3f);
+    poly = poly * r + splat(8.3334519073e-3f);
+    poly = poly * r + splat(4.1665795894e-2f);
+    poly = poly * r + splat(1.6666665459e-1f);
+    poly = poly * r + splat(5.0000001201e-1f);
+    f16v e = poly * r * r + r + splat(1.0f);
+    i32v bits;
+    std::memcpy(&bits, &e, sizeof bits);
+    bits += __builtin_convertvector(n, i32v) << 23;  // times 2^n
+    std::memcpy(&e, &bits, sizeof e);
+    return dead ? splat(0.0f) : e;
+}
+
+static inline uint16_t to_bf16(float f) {  // round to nearest even
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+// A cursor over the next pair's keys or values: each call fetches one more cache line into L2, so the next
+// pair's data arrives while this pair computes (spread over the loop: a burst of hundreds of prefetches
+// would only stall on the miss queue).
+struct Prefetch {
+    const char *p = nullptr, *end = nullptr;
+    inline void next() {
+        if (p < end) {
+            __builtin_prefetch(p, 0, 2);  // into L2: L1 is too small for a pair ahead
+            p += 64;
+        }
+    }
+};
+
+// Scores of NQ query rows against the keys in [j, j + 2L): s[i][j..] = q_i . k (no scale, no bias).
+// 2L bf16 keys are loaded as L 32-bit words: word l holds key j + 2l in its low half and j + 2l + 1 in its
+// high half, so two integer operations (shift, mask) widen all 2L keys to fp32; the two accumulators hold
+// the even and the odd keys and are interleaved back once per block.
+template <int NQ>
+static inline void scores_block(const float *qf, int64_t D, const uint16_t *kt, int64_t C, int64_t j,
+                                float *s, int64_t sstride, Prefetch &pf) {
+    f16v even[NQ] = {}, odd[NQ] = {};
+    for (int64_t d = 0; d < D; ++d) {
+        pf.next();
+        pf.next();
+        u32v w;
+        std::memcpy(&w, kt + d * C + j, sizeof w);
+        u32v we = w << 16, wo = w & 0xffff0000u;
+        f16v ke, ko;
+        std::memcpy(&ke, &we, sizeof ke);
+        std::memcpy(&ko, &wo, sizeof ko);
+        for (int i = 0; i < NQ; ++i) {
+            f16v qd = splat(qf[i * D + d]);
+            even[i] += qd * ke;
+            odd[i] += qd * ko;
+        }
+    }
+    for (int i = 0; i < NQ; ++i) {
+        f16v first = __builtin_shufflevector(even[i], odd[i], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22,
+                                             7, 23);
+        f16v second = __builtin_shufflevector(even[i], odd[i], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
+                                              14, 30, 15, 31);
+        store_f32(s + i * sstride + j, first);
+        store_f32(s + i * sstride + j + L, second);
+    }
+}
+
+// Same for one block of L keys (the tail).
+template <int NQ>
+static inline void scores_block1(const float *qf, int64_t D, const uint16_t *kt, int64_t C, int64_t j,
+                                 float *s, int64_t sstride, Prefetch &pf) {
+    f16v acc[NQ] = {};
+    for (int64_t d = 0; d < D; ++d) {
+        pf.next();
+        pf.next();
+        f16v k0 = load_bf16(kt + d * C + j);
+        for (int i = 0; i < NQ; ++i) acc[i] += splat(qf[i * D + d]) * k0;
+    }
+    for (int i = 0; i < NQ; ++i) store_f32(s + i * sstride + j, acc[i]);
+}
+
+// out_i (NQ rows) += sum_j p[i][j] v_j over columns [lo, hi), for the 2L-wide slice of D at d0. The slice
+// is widened like the keys in scores_block: even[i] accumulates dims d0 + 2l, odd[i] dims d0 + 2l + 1.
+template <int NQ>
+static inline void values_block(const float *p, int64_t pstride, const uint16_t *v, int64_t D, int64_t lo,
+                                int64_t hi, int64_t d0, float *o, Prefetch &pf) {
+    f16v even[NQ] = {}, odd[NQ] = {};
+    for (int64_t j = lo; j < hi; ++j) {
+        pf.next();
+        pf.next();
+        u32v w;
+        std::memcpy(&w, v + j * D + d0, sizeof w);
+        u32v we = w << 16, wo = w & 0xffff0000u;
+        f16v ve, vo;
+        std::memcpy(&ve, &we, sizeof ve);
+        std::memcpy(&vo, &wo, sizeof vo);
+        for (int i = 0; i < NQ; ++i) {
+            f16v pj = splat(p[i * pstride + j]);
+            even[i] += pj * ve;
+            odd[i] += pj * vo;
+        }
+    }
+    for (int i = 0; i < NQ; ++i) {
+        f16v first = __builtin_shufflevector(even[i], odd[i], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22,
+                                             7, 23);
+        f16v second = __builtin_shufflevector(even[i], odd[i], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
+                                              14, 30, 15, 31);
+        store_f32(o + i * D + d0, first);
+        store_f32(o + i * D + d0 + L, second);
+    }
+}
+
+template <int NQ>
+static inline void values_block16(const float *p, int64_t pstride, const uint16_t *v, int64_t D, int64_t lo,
+                                  int64_t hi, int64_t d0, float *o, Prefetch &pf) {
+    f16v acc[NQ] = {};
+    for (int64_t j = lo; j < hi; ++j) {
+        pf.next();
+        f16v v0 = load_bf16(v + j * D + d0);
+        for (int i = 0; i < NQ; ++i) acc[i] += splat(p[i * pstride + j]) * v0;
+    }
+    for (int i = 0; i < NQ; ++i) store_f32(o + i * D + d0, acc[i]);
+}
+
+// NQ query rows of one (row, KV head) pair: scores over [lo, hi), softmax, weighted sum of values.
+template <int NQ>
+static void attend(const float *qf, const uint16_t *kt, const uint16_t *v, const float *bias, int64_t D,
+                   int64_t C, int64_t lo, int64_t hi, float scale, float *s, float *o, Prefetch &pk,
+                   Prefetch &pv) {
+    // Keys in blocks of 2L then L columns; the last block is moved left to end at hi (recomputing a few
+    // columns) instead of a scalar tail. C >= L is checked by the caller; a block may start left of lo.
+    int64_t j = lo;
+    for (; j + 2 * L <= hi; j += 2 * L) scores_block<NQ>(qf, D, kt, C, j, s, C, pk);
+    for (; j < hi; j += L) {
+        int64_t start = j + L <= hi ? j : (hi >= L ? hi - L : 0);
+        scores_block1<NQ>(qf, D, kt, C, start, s, C, pk);
+    }
+    for (int i = 0; i < NQ; ++i) {
+        float *si = s + i * C;
+        float mx = -INFINITY;
+        for (int64_t c = lo; c < hi; ++c) {
+            si[c] = si[c] * scale + bias[c];
+            mx = si[c] > mx ? si[c] : mx;
+        }
+        if (mx == -INFINITY) mx = 0.0f;  // every column hidden: all weights 0, output 0
+        float total = 0.0f;
+        int64_t c = lo;
+        f16v sum = {};
+        for (; c + L <= hi; c += L) {
+            f16v e = exp_nonpositive(load_f32(si + c) - splat(mx));
+            store_f32(si + c, e);
+            sum += e;
+        }
+        for (; c < hi; ++c) {
+            float e = std::exp(si[c] - mx);
+            si[c] = e;
+            total += e;
+        }
+        for (int k = 0; k < L; ++k) total += sum[k];
+        float inv = total > 0.0f ? 1.0f / total : 0.0f;
+        for (c = lo; c < hi; ++c) si[c] *= inv;
+    }
+    int64_t d0 = 0;
+    for (; d0 + 2 * L <= D; d0 += 2 * L) values_block<NQ>(s, C, v, D, lo, hi, d0, o, pv);
+    for (; d0 < D; d0 += L) values_block16<NQ>(s, C, v, D, lo, hi, d0, o, pv);
+}
+
+typedef void (*attend_fn)(const float *, const uint16_t *, const uint16_t *, const float *, int64_t, int64_t,
+                          int64_t, int64_t, float, float *, float *, Prefetch &, Prefetch &);
+
+static const attend_fn ATTEND[5] = {nullptr, attend<1>, attend<2>, attend<3>, attend<4>};
+
+extern "C" {
+
+// Returns 0, or 1 when the shapes are not supported (D not a multiple of 16, or C < 16).
+int alignkit_decode_attention_bf16(const uint16_t *q, const uint16_t *kt, const uint16_t *v, const float *bias,
+                                   uint16_t *out, int64_t B, int64_t Hkv, int64_t G, int64_t D, int64_t C,
+                                   float scale, int threads) {
+    if (D % L != 0 || C < L) return 1;
+    const int64_t pairs = B * Hkv;
+    int64_t *lo_of = (int64_t *)std::malloc(sizeof(int64_t) * (size_t)(2 * B)), *hi_of = lo_of + B;
+    for (int64_t b = 0; b < B; ++b) {  // each row's visible columns: [lo, hi) trimmed of -inf at both ends
+        const float *brow = bias + b * C;
+        int64_t lo = 0, hi = C;
+        while (lo < hi && brow[lo] == -INFINITY) ++lo;
+        while (hi > lo && brow[hi - 1] == -INFINITY) --hi;
+        lo_of[b] = lo;
+        hi_of[b] = hi;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        float *s = (float *)std::malloc(sizeof(float) * (size_t)(4 * C + 4 * D + G * D));
+        float *o = s + 4 * C;
+        float *qf = o + 4 * D;
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < pairs; ++pair) {
+            const int64_t b = pair / Hkv, h = pair % Hkv;
+            const float *brow = bias + b * C;
+            const int64_t lo = lo_of[b], hi = hi_of[b];
+            const uint16_t *qp = q + (b * Hkv + h) * G * D;
+            uint16_t *op = out + (b * Hkv + h) * G * D;
+            for (int64_t x = 0; x < G * D; ++x) {
+                const uint32_t w = (uint32_t)qp[x] << 16;
+                std::memcpy(qf + x, &w, sizeof w);
+            }
+            Prefetch pk, pv;  // the next pair's keys (whole block) and visible values
+            if (pair + 1 < pairs) {
+                pk.p = (const char *)(kt + (pair + 1) * D * C);
+                pk.end = pk.p + D * C * 2;
+                const int64_t nb = (pair + 1) / Hkv;
+                pv.p = (const char *)(v + ((pair + 1) * C + lo_of[nb]) * D);
+                pv.end = (const char *)(v + ((pair + 1) * C + hi_of[nb]) * D);
+            }
+            const uint16_t *ktp = kt + pair * D * C;
+            const uint16_t *vp = v + pair * C * D;
+            for (int64_t i0 = 0; i0 < G; i0 += 4) {
+                const int nq = (int)(G - i0 < 4 ? G - i0 : 4);
+                if (hi > lo) {
+                    ATTEND[nq](qf + i0 * D, ktp, vp, brow, D, C, lo, hi, scale, s, o, pk, pv);
+                } else {
+                    std::memset(o, 0, sizeof(float) * (size_t)(nq * D));
+                }
+                for (int64_t x = 0; x < nq * D; ++x) op[i0 * D + x] = to_bf16(o[x]);
+            }
+        }
+        std::free(s);
+    }
+    std::free(lo_of);
+    return 0;
+}
+}
