@@ -63,3 +63,31 @@ def test_decode_attention_equals_sdpa_with_grouped_heads():
     ).transpose(1, 2)
     assert out.shape == (batch, 1, kv_heads * group, dim)
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_prefill_fills_scattered_rows_like_consecutive_ones():
+    keys = torch.randn(2, 1, 3, 4)  # two prompts of 3 tokens, head size 4
+    caches = []
+    for rows in (torch.tensor([0, 1, 2]), torch.tensor([2, 0, 1])):
+        cache = SlabCache(num_layers=1)
+        cache.reshape(torch.zeros(0, dtype=torch.long), torch.full((3,), 3), 3, 3, 4)
+        with cache.prefill(rows, torch.tensor([0, 0, 1])):
+            cache.write(0, keys, keys)
+        caches.append(cache)
+    consecutive, scattered = caches
+    assert torch.equal(consecutive.keys[0][:, 0, :, :3], keys[[0, 0, 1], 0].transpose(1, 2))
+    assert torch.equal(scattered.keys[0][[2, 0, 1]], consecutive.keys[0])
+    assert torch.equal(scattered.values[0][[2, 0, 1]], consecutive.values[0])
+
+
+def test_prefill_attention_by_matmuls_equals_sdpa(monkeypatch):
+    torch.manual_seed(0)
+    prompts, kv_heads, group, length, dim = 3, 2, 3, 6, 8
+    query = torch.randn(prompts, kv_heads * group, length, dim)
+    key, value = torch.randn(prompts, kv_heads, length, dim), torch.randn(prompts, kv_heads, length, dim)
+    mask = prefill_mask(torch.arange(length)[None, :] >= torch.tensor([[0], [2], [5]]))
+    small, _ = slab_attention(None, query, key, value, mask, scaling=0.3)
+    monkeypatch.setattr("alignkit.sampling.kv_cache.PREFILL_MATMUL_SCORES", 0)
+    large, _ = slab_attention(None, query, key, value, mask, scaling=0.3)
+    assert small.shape == large.shape == (prompts, length, kv_heads * group, dim)
+    assert torch.allclose(small, large, atol=1e-5)
