@@ -94,94 +94,57 @@ struct Prefetch {
     }
 };
 
-// Scores of NQ query rows against the keys in [j, j + 2L): s[i][j..] = q_i . k (no scale, no bias).
-// 2L bf16 keys are loaded as L 32-bit words: word l holds key j + 2l in its low half and j + 2l + 1 in its
-// high half, so two integer operations (shift, mask) widen all 2L keys to fp32; the two accumulators hold
-// the even and the odd keys and are interleaved back once per block.
+// 2L bf16 values loaded as L 32-bit words, widened to fp32 by two integer operations: even gets values
+// 0, 2, 4, ... (the low halves), odd gets 1, 3, 5, ... (the high halves).
+static inline void widen_pairs(const uint16_t *p, f16v &even, f16v &odd) {
+    u32v w;
+    std::memcpy(&w, p, sizeof w);
+    const u32v we = w << 16, wo = w & 0xffff0000u;
+    std::memcpy(&even, &we, sizeof even);
+    std::memcpy(&odd, &wo, sizeof odd);
+}
+
+// The inverse order: store 2L floats at dst, even[l] at dst[2l] and odd[l] at dst[2l + 1].
+static inline void store_interleaved(float *dst, f16v even, f16v odd) {
+    store_f32(dst, __builtin_shufflevector(even, odd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+    store_f32(dst + L, __builtin_shufflevector(even, odd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                               15, 31));
+}
+
+// Both products of the attention are sums of rank-1 updates: for t in [t0, t1),
+//   out_i += coeff[i * cstride + t] * widen(rows + t * rstride)        (i < NQ; 2L lanes, or L for the tail)
+// scores: t = key dimension d, coeff = q, rows = K^T rows at column j (2L keys);
+// values: t = column j, coeff = p, rows = V rows at dimension d0 (2L dimensions).
+// Two prefetches per step keep the next pair's data coming.
 template <int NQ>
-static inline void scores_block(const float *qf, int64_t D, const uint16_t *kt, int64_t C, int64_t j,
-                                float *s, int64_t sstride, Prefetch &pf) {
+static inline void rank1_block(const float *coeff, int64_t cstride, const uint16_t *rows, int64_t rstride,
+                               int64_t t0, int64_t t1, float *out, int64_t ostride, Prefetch &pf) {
     f16v even[NQ] = {}, odd[NQ] = {};
-    for (int64_t d = 0; d < D; ++d) {
+    for (int64_t t = t0; t < t1; ++t) {
         pf.next();
         pf.next();
-        u32v w;
-        std::memcpy(&w, kt + d * C + j, sizeof w);
-        u32v we = w << 16, wo = w & 0xffff0000u;
-        f16v ke, ko;
-        std::memcpy(&ke, &we, sizeof ke);
-        std::memcpy(&ko, &wo, sizeof ko);
+        f16v re, ro;
+        widen_pairs(rows + t * rstride, re, ro);
         for (int i = 0; i < NQ; ++i) {
-            f16v qd = splat(qf[i * D + d]);
-            even[i] += qd * ke;
-            odd[i] += qd * ko;
+            const f16v c = splat(coeff[i * cstride + t]);
+            even[i] += c * re;
+            odd[i] += c * ro;
         }
     }
-    for (int i = 0; i < NQ; ++i) {
-        f16v first = __builtin_shufflevector(even[i], odd[i], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22,
-                                             7, 23);
-        f16v second = __builtin_shufflevector(even[i], odd[i], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
-                                              14, 30, 15, 31);
-        store_f32(s + i * sstride + j, first);
-        store_f32(s + i * sstride + j + L, second);
-    }
+    for (int i = 0; i < NQ; ++i) store_interleaved(out + i * ostride, even[i], odd[i]);
 }
 
-// Same for one block of L keys (the tail).
-template <int NQ>
-static inline void scores_block1(const float *qf, int64_t D, const uint16_t *kt, int64_t C, int64_t j,
-                                 float *s, int64_t sstride, Prefetch &pf) {
+template <int NQ>  // the same over L lanes
+static inline void rank1_block16(const float *coeff, int64_t cstride, const uint16_t *rows, int64_t rstride,
+                                 int64_t t0, int64_t t1, float *out, int64_t ostride, Prefetch &pf) {
     f16v acc[NQ] = {};
-    for (int64_t d = 0; d < D; ++d) {
+    for (int64_t t = t0; t < t1; ++t) {
         pf.next();
         pf.next();
-        f16v k0 = load_bf16(kt + d * C + j);
-        for (int i = 0; i < NQ; ++i) acc[i] += splat(qf[i * D + d]) * k0;
+        const f16v r = load_bf16(rows + t * rstride);
+        for (int i = 0; i < NQ; ++i) acc[i] += splat(coeff[i * cstride + t]) * r;
     }
-    for (int i = 0; i < NQ; ++i) store_f32(s + i * sstride + j, acc[i]);
-}
-
-// out_i (NQ rows) += sum_j p[i][j] v_j over columns [lo, hi), for the 2L-wide slice of D at d0. The slice
-// is widened like the keys in scores_block: even[i] accumulates dims d0 + 2l, odd[i] dims d0 + 2l + 1.
-template <int NQ>
-static inline void values_block(const float *p, int64_t pstride, const uint16_t *v, int64_t D, int64_t lo,
-                                int64_t hi, int64_t d0, float *o, Prefetch &pf) {
-    f16v even[NQ] = {}, odd[NQ] = {};
-    for (int64_t j = lo; j < hi; ++j) {
-        pf.next();
-        pf.next();
-        u32v w;
-        std::memcpy(&w, v + j * D + d0, sizeof w);
-        u32v we = w << 16, wo = w & 0xffff0000u;
-        f16v ve, vo;
-        std::memcpy(&ve, &we, sizeof ve);
-        std::memcpy(&vo, &wo, sizeof vo);
-        for (int i = 0; i < NQ; ++i) {
-            f16v pj = splat(p[i * pstride + j]);
-            even[i] += pj * ve;
-            odd[i] += pj * vo;
-        }
-    }
-    for (int i = 0; i < NQ; ++i) {
-        f16v first = __builtin_shufflevector(even[i], odd[i], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22,
-                                             7, 23);
-        f16v second = __builtin_shufflevector(even[i], odd[i], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
-                                              14, 30, 15, 31);
-        store_f32(o + i * D + d0, first);
-        store_f32(o + i * D + d0 + L, second);
-    }
-}
-
-template <int NQ>
-static inline void values_block16(const float *p, int64_t pstride, const uint16_t *v, int64_t D, int64_t lo,
-                                  int64_t hi, int64_t d0, float *o, Prefetch &pf) {
-    f16v acc[NQ] = {};
-    for (int64_t j = lo; j < hi; ++j) {
-        pf.next();
-        f16v v0 = load_bf16(v + j * D + d0);
-        for (int i = 0; i < NQ; ++i) acc[i] += splat(p[i * pstride + j]) * v0;
-    }
-    for (int i = 0; i < NQ; ++i) store_f32(o + i * D + d0, acc[i]);
+    for (int i = 0; i < NQ; ++i) store_f32(out + i * ostride, acc[i]);
 }
 
 // NQ query rows of one (row, KV head) pair: scores over [lo, hi), softmax, weighted sum of values.
@@ -192,10 +155,10 @@ static void attend(const float *qf, const uint16_t *kt, const uint16_t *v, const
     // Keys in blocks of 2L then L columns; the last block is moved left to end at hi (recomputing a few
     // columns) instead of a scalar tail. C >= L is checked by the caller; a block may start left of lo.
     int64_t j = lo;
-    for (; j + 2 * L <= hi; j += 2 * L) scores_block<NQ>(qf, D, kt, C, j, s, C, pk);
+    for (; j + 2 * L <= hi; j += 2 * L) rank1_block<NQ>(qf, D, kt + j, C, 0, D, s + j, C, pk);
     for (; j < hi; j += L) {
         int64_t start = j + L <= hi ? j : (hi >= L ? hi - L : 0);
-        scores_block1<NQ>(qf, D, kt, C, start, s, C, pk);
+        rank1_block16<NQ>(qf, D, kt + start, C, 0, D, s + start, C, pk);
     }
     for (int i = 0; i < NQ; ++i) {
         float *si = s + i * C;
@@ -223,8 +186,8 @@ static void attend(const float *qf, const uint16_t *kt, const uint16_t *v, const
         for (c = lo; c < hi; ++c) si[c] *= inv;
     }
     int64_t d0 = 0;
-    for (; d0 + 2 * L <= D; d0 += 2 * L) values_block<NQ>(s, C, v, D, lo, hi, d0, o, pv);
-    for (; d0 < D; d0 += L) values_block16<NQ>(s, C, v, D, lo, hi, d0, o, pv);
+    for (; d0 + 2 * L <= D; d0 += 2 * L) rank1_block<NQ>(s, C, v + d0, D, lo, hi, o + d0, D, pv);
+    for (; d0 < D; d0 += L) rank1_block16<NQ>(s, C, v + d0, D, lo, hi, o + d0, D, pv);
 }
 
 typedef void (*attend_fn)(const float *, const uint16_t *, const uint16_t *, const float *, int64_t, int64_t,
