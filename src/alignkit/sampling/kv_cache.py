@@ -36,9 +36,8 @@ from alignkit.sampling import decode_attention as native
 from alignkit.sampling.decode_attention import decode_attention, native_attention_usable
 
 ATTENTION_NAME = "alignkit_slab"
-PREFILL_MATMUL_SCORES = (
-    1 << 24
-)  # prefill scores (G x H_q x P x P) up to this size go through matmuls, not SDPA
+# prefill scores (G x H_q x P x P) up to this size go through matmuls, not SDPA
+PREFILL_MATMUL_SCORES = 1 << 24
 
 
 class _SlabLayer(CacheLayerMixin):
@@ -91,9 +90,8 @@ class SlabCache(Cache):
         self.length = 0  # columns written (the next token goes to column `length`)
         self.capacity = 0  # C
         self.bias = torch.zeros(0, 1, 1, 0)  # (B, 1, 1, C) float32: 0 = attend, -inf = hidden
-        self._prefill: tuple[torch.Tensor | slice, torch.Tensor] | None = (
-            None  # rows (a slice if consecutive), src
-        )
+        # (rows, src) inside prefill(); rows become a slice when consecutive
+        self._prefill: tuple[torch.Tensor | slice, torch.Tensor] | None = None
         self.column = torch.zeros(1, dtype=torch.long)  # (1,): ``length``, where the decode step writes
 
     # ------------------------------------------------------------------------------------------- writes
