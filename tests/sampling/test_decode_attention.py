@@ -75,6 +75,37 @@ def test_kernel_reads_a_mask_with_holes_and_gives_zero_for_a_fully_hidden_row():
     assert (out[2] == 0).all()
 
 
+@pytest.mark.parametrize(
+    ("group", "dim", "width", "own"), [(3, 64, 48, 16), (2, 32, 16, 40), (5, 16, 64, 17)]
+)
+def test_kernel_reads_a_shared_prompt_store_like_the_copied_rows(group, dim, width, own):
+    kv_heads, batch = 2, 5
+    query, keys_t, values = _inputs(batch, kv_heads, group, dim, own, seed=2)
+    prompt_keys_t, prompt_values = (t[:3].clone() for t in _inputs(3, kv_heads, 1, dim, width, seed=3)[1:])
+    slot = torch.tensor([2, 2, 0, 1, 0])
+    prompt_len = torch.tensor([width, 1, width - 3])  # per entry: right-aligned prompts of these lengths
+    own_len = [1, own, 5, own - 1, 2]
+    prompt_bias = _right_aligned_bias(prompt_len[slot].tolist(), width, width)
+    bias = torch.cat([prompt_bias, _right_aligned_bias(own_len, own, own)], dim=1)
+    bias[4, width + own - 1] = float("-inf")  # a hole at the end of the own columns: the prompt store alone
+    out = native.decode_attention(query, keys_t, values, bias, 0.125, prompt_keys_t, prompt_values, slot)
+    copied_keys = torch.cat([prompt_keys_t[slot], keys_t], dim=3)
+    copied_values = torch.cat([prompt_values[slot], values], dim=2)
+    expected = _reference(query, copied_keys, copied_values, bias, 0.125)
+    error = (out.float() - expected).abs().max().item()
+    assert error <= 2**-7 * expected.abs().max().item()
+
+
+def test_kernel_refuses_a_prompt_store_narrower_than_its_block():
+    query, keys_t, values = _inputs(2, 1, 2, 16, 16)
+    prompt_keys_t, prompt_values = keys_t[:, :, :, :8].contiguous(), values[:, :, :8].contiguous()
+    with pytest.raises(RuntimeError, match="8 prompt columns"):
+        native.decode_attention(
+            query, keys_t, values, torch.zeros(2, 24), 0.1, prompt_keys_t, prompt_values, torch.tensor([0, 1])
+        )
+    assert not native.native_attention_usable(query[:, :, None], keys_t, prompt_keys_t)
+
+
 def test_slab_attention_takes_the_kernel_for_cpu_bf16_decode_only(monkeypatch):
     calls = []
     real = native.decode_attention

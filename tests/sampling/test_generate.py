@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignkit.data.records import conversation
-from alignkit.errors import ConfigError, UserError
+from alignkit.errors import ConfigError, ModelError, UserError
 from alignkit.sampling import generate as gen
 from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.sampling.logprobs import response_token_logps
@@ -356,3 +356,70 @@ def test_a_compiler_failure_falls_back_to_eager(tiny_lm, tokenizer, id_prompts, 
         no_compiler = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
     assert "no C++ compiler" in caplog.text
     assert [g.response_ids for g in no_compiler] == [g.response_ids for g in eager]
+
+
+# -------------------------------------------------------------------------------------- shared prompts
+
+
+def _stopping_kw(model, tokenizer, prompts, steps: int = 12) -> dict:
+    """Greedy settings whose rows stop at different steps (a stop token picked from a greedy run), n = 3 rows
+    per prompt in a batch of 4: compaction and refill keep changing which prompts have rows."""
+    free = generate(model, tokenizer, prompts, max_new_tokens=steps, temperature=0, stop_token_ids=[])
+    responses = [g.response_ids for g in free]
+    candidates = sorted({t for r in responses for t in r})
+    stop = max(candidates, key=lambda t: (len(set(_stop_lengths(responses, t, steps))), -t))
+    return dict(
+        max_new_tokens=steps, stop_token_ids=[stop], n=3, batch_size=4, temperature=0, return_logprobs=True
+    )
+
+
+def test_shared_prompts_give_the_same_samples_in_fp32(tiny_lm, tokenizer, id_prompts):
+    kw = _stopping_kw(tiny_lm, tokenizer, id_prompts)
+    copied = generate(tiny_lm, tokenizer, id_prompts, share_prompts=False, **kw)
+    shared = generate(tiny_lm, tokenizer, id_prompts, share_prompts=True, **kw)
+    assert shared.stats["shared_prompts"] and not copied.stats["shared_prompts"]
+    assert len({len(g.response_ids) for g in shared}) > 1 and shared.stats["rebuilds"] > 4
+    assert [g.response_ids for g in shared] == [g.response_ids for g in copied]
+    for a, b in zip(shared, copied, strict=True):
+        assert torch.allclose(torch.tensor(a.token_logps), torch.tensor(b.token_logps), atol=1e-5)
+
+
+@needs_compiler
+def test_shared_prompts_in_the_native_kernel(tokenizer, make_lm):
+    model = make_lm(tokenizer).to(torch.bfloat16)
+    prompts = [[100 + (7 * i + j) % 300 for j in range(n)] for i, n in enumerate((40, 25, 33, 18, 47))]
+    kw = _stopping_kw(model, tokenizer, prompts)
+    copied = generate(model, tokenizer, prompts, share_prompts=False, **kw)
+    shared = generate(model, tokenizer, prompts, **kw)  # the default here: bf16 on a CPU, n > 1
+    assert shared.stats["shared_prompts"]
+    assert shared.stats["peak_kv_bytes"] < copied.stats["peak_kv_bytes"]
+    # One softmax over [prompt store | own columns] sums in another order than over one row: the bf16
+    # outputs may differ in the last bit, so compare the log-probabilities of the tokens both runs drew.
+    same = 0
+    for a, b in zip(shared, copied, strict=True):
+        common = 0
+        while common < min(len(a.response_ids), len(b.response_ids)) and (
+            a.response_ids[common] == b.response_ids[common]
+        ):
+            common += 1
+        same += common
+        assert torch.allclose(
+            torch.tensor(a.token_logps[:common]), torch.tensor(b.token_logps[:common]), atol=0.05
+        )
+    assert same >= 0.9 * sum(len(g.response_ids) for g in copied)
+
+
+def test_sharing_is_on_where_it_pays(tiny_lm, tokenizer, id_prompts):
+    fp32 = generate(tiny_lm, tokenizer, id_prompts, n=2, max_new_tokens=2)
+    assert not fp32.stats["shared_prompts"]  # the fallback would copy the prompts at every step
+    bf16 = tiny_lm.to(torch.bfloat16)
+    assert not generate(bf16, tokenizer, id_prompts, n=1, max_new_tokens=2).stats["shared_prompts"]
+    assert generate(bf16, tokenizer, id_prompts, n=2, max_new_tokens=2).stats["shared_prompts"] == (
+        compiler_missing() is None
+    )
+
+
+def test_a_model_that_drops_the_attention_keywords_fails_loudly(tiny_lm, tokenizer, id_prompts, monkeypatch):
+    monkeypatch.setattr(gen, "SLAB_KEYWORD", "something_else")  # as if the model passed another keyword only
+    with pytest.raises(ModelError, match="share_prompts=False"):
+        generate(tiny_lm, tokenizer, id_prompts, n=2, max_new_tokens=3, share_prompts=True)

@@ -5,17 +5,24 @@
 // written here. Layout (all contiguous, bf16 stored as uint16):
 //
 //   q     (B, Hkv * G, D)   the new token's query heads; query head h * G + i reads KV head h (GQA)
-//   kt    (B, Hkv, D, C)    keys, transposed: a key's D values lie C apart, so 16 keys are one vector
-//   v     (B, Hkv, C, D)    values
-//   bias  (B, C) float32    additive mask: 0 = attend, -inf = hidden
+//   kt    (B, Hkv, D, C)    each row's own keys, transposed: a key's D values lie C apart, so 16 keys are
+//                           one vector
+//   v     (B, Hkv, C, D)    each row's own values
+//   pkt   (N, Hkv, D, P)    the prompt store (P > 0 only): keys of N prompts, each shared by its rows
+//   pv    (N, Hkv, P, D)    and their values
+//   slot  (B,) int64        the prompt of each row: an index into the prompt store
+//   bias  (B, P + C) fp32   additive mask over [row's prompt columns | row's own columns]: 0 = attend,
+//                           -inf = hidden
 //   out   (B, Hkv * G, D)
 //
 // For each (row, KV head) pair, in one pass and without writing scores to memory:
-//   s[i, j] = scale * q_i . k_j + bias[j]     over the columns lo <= j < hi that are not -inf at both ends
-//   p[i, :] = softmax(s[i, :])                 (fp32; exp by range reduction + polynomial, Cephes expf)
+//   s[i, j] = scale * q_i . k_j + bias[j]     over the columns of each store not -inf at both ends
+//   p[i, :] = softmax(s[i, :])                 (one softmax over both stores; fp32; exp by range reduction
+//                                               + polynomial, Cephes expf)
 //   out_i   = sum_j p[i, j] v_j                (fp32 accumulation, one rounding to bf16)
-// Reading only [lo, hi) skips the cache's padding and not-yet-written columns; the pairs are split over
-// OpenMP threads (the process's runtime, shared with torch).
+// Reading only the visible columns skips the cache's padding and not-yet-written columns; the pairs are
+// split over OpenMP threads (the process's runtime, shared with torch). The rows of one prompt are
+// neighbours, so a prompt's keys and values come from memory once and from cache for its other rows.
 
 #include <cmath>
 #include <cstdint>
@@ -112,11 +119,12 @@ static inline void store_interleaved(float *dst, f16v even, f16v odd) {
 }
 
 // Both products of the attention are sums of rank-1 updates: for t in [t0, t1),
-//   out_i += coeff[i * cstride + t] * widen(rows + t * rstride)        (i < NQ; 2L lanes, or L for the tail)
+//   out_i (+)= coeff[i * cstride + t] * widen(rows + t * rstride)     (i < NQ; 2L lanes, or L for the tail)
 // scores: t = key dimension d, coeff = q, rows = K^T rows at column j (2L keys);
 // values: t = column j, coeff = p, rows = V rows at dimension d0 (2L dimensions).
-// Two prefetches per step keep the next pair's data coming.
-template <int NQ>
+// ACC adds to out (a second segment's values) instead of storing. Two prefetches per step keep the next
+// pair's data coming.
+template <int NQ, bool ACC = false>
 static inline void rank1_block(const float *coeff, int64_t cstride, const uint16_t *rows, int64_t rstride,
                                int64_t t0, int64_t t1, float *out, int64_t ostride, Prefetch &pf) {
     f16v even[NQ] = {}, odd[NQ] = {};
@@ -131,10 +139,20 @@ static inline void rank1_block(const float *coeff, int64_t cstride, const uint16
             odd[i] += c * ro;
         }
     }
-    for (int i = 0; i < NQ; ++i) store_interleaved(out + i * ostride, even[i], odd[i]);
+    for (int i = 0; i < NQ; ++i) {
+        if (ACC) {
+            float tmp[2 * L];
+            store_interleaved(tmp, even[i], odd[i]);
+            float *dst = out + i * ostride;
+            store_f32(dst, load_f32(dst) + load_f32(tmp));
+            store_f32(dst + L, load_f32(dst + L) + load_f32(tmp + L));
+        } else {
+            store_interleaved(out + i * ostride, even[i], odd[i]);
+        }
+    }
 }
 
-template <int NQ>  // the same over L lanes
+template <int NQ, bool ACC = false>  // the same over L lanes
 static inline void rank1_block16(const float *coeff, int64_t cstride, const uint16_t *rows, int64_t rstride,
                                  int64_t t0, int64_t t1, float *out, int64_t ostride, Prefetch &pf) {
     f16v acc[NQ] = {};
@@ -144,104 +162,147 @@ static inline void rank1_block16(const float *coeff, int64_t cstride, const uint
         const f16v r = load_bf16(rows + t * rstride);
         for (int i = 0; i < NQ; ++i) acc[i] += splat(coeff[i * cstride + t]) * r;
     }
-    for (int i = 0; i < NQ; ++i) store_f32(out + i * ostride, acc[i]);
+    for (int i = 0; i < NQ; ++i) store_f32(out + i * ostride, (ACC ? load_f32(out + i * ostride) : f16v{}) + acc[i]);
 }
 
-// NQ query rows of one (row, KV head) pair: scores over [lo, hi), softmax, weighted sum of values.
+// The columns of one (row, KV head) pair in one store: the shared prompt's, or the row's own.
+struct Segment {
+    const uint16_t *kt;  // (D, C) keys, transposed
+    const uint16_t *v;   // (C, D) values
+    const float *bias;   // (C) additive mask
+    int64_t C;           // columns of the store (>= L)
+    int64_t lo, hi;      // the visible ones: [lo, hi)
+    int64_t off;         // where its scores sit in a score row
+};
+
+// [lo, hi): the columns of bias[0, C) left after trimming -inf at both ends.
+static inline void visible(const float *bias, int64_t C, int64_t &lo, int64_t &hi) {
+    lo = 0;
+    hi = C;
+    while (lo < hi && bias[lo] == -INFINITY) ++lo;
+    while (hi > lo && bias[hi - 1] == -INFINITY) --hi;
+}
+
+// NQ query rows of one (row, KV head) pair over its segments: scores, one softmax, weighted sum of values.
+// s: NQ score rows of S floats; o: NQ x D outputs (fp32).
 template <int NQ>
-static void attend(const float *qf, const uint16_t *kt, const uint16_t *v, const float *bias, int64_t D,
-                   int64_t C, int64_t lo, int64_t hi, float scale, float *s, float *o, Prefetch &pk,
-                   Prefetch &pv) {
-    // Keys in blocks of 2L then L columns; the last block is moved left to end at hi (recomputing a few
-    // columns) instead of a scalar tail. C >= L is checked by the caller; a block may start left of lo.
-    int64_t j = lo;
-    for (; j + 2 * L <= hi; j += 2 * L) rank1_block<NQ>(qf, D, kt + j, C, 0, D, s + j, C, pk);
-    for (; j < hi; j += L) {
-        int64_t start = j + L <= hi ? j : (hi >= L ? hi - L : 0);
-        rank1_block16<NQ>(qf, D, kt + start, C, 0, D, s + start, C, pk);
+static void attend(const float *qf, const Segment *seg, int nseg, int64_t D, int64_t S, float scale, float *s,
+                   float *o, Prefetch &pk, Prefetch &pv) {
+    for (int g = 0; g < nseg; ++g) {
+        // Keys in blocks of 2L then L columns; the last block is moved left to end at hi (recomputing a few
+        // columns) instead of a scalar tail. C >= L is checked by the caller; a block may start left of lo.
+        const Segment &e = seg[g];
+        int64_t j = e.lo;
+        for (; j + 2 * L <= e.hi; j += 2 * L) rank1_block<NQ>(qf, D, e.kt + j, e.C, 0, D, s + e.off + j, S, pk);
+        for (; j < e.hi; j += L) {
+            int64_t start = j + L <= e.hi ? j : (e.hi >= L ? e.hi - L : 0);
+            rank1_block16<NQ>(qf, D, e.kt + start, e.C, 0, D, s + e.off + start, S, pk);
+        }
     }
     for (int i = 0; i < NQ; ++i) {
-        float *si = s + i * C;
         float mx = -INFINITY;
-        for (int64_t c = lo; c < hi; ++c) {
-            si[c] = si[c] * scale + bias[c];
-            mx = si[c] > mx ? si[c] : mx;
+        for (int g = 0; g < nseg; ++g) {
+            float *si = s + i * S + seg[g].off;
+            for (int64_t c = seg[g].lo; c < seg[g].hi; ++c) {
+                si[c] = si[c] * scale + seg[g].bias[c];
+                mx = si[c] > mx ? si[c] : mx;
+            }
         }
         if (mx == -INFINITY) mx = 0.0f;  // every column hidden: all weights 0, output 0
         float total = 0.0f;
-        int64_t c = lo;
         f16v sum = {};
-        for (; c + L <= hi; c += L) {
-            f16v e = exp_nonpositive(load_f32(si + c) - splat(mx));
-            store_f32(si + c, e);
-            sum += e;
-        }
-        for (; c < hi; ++c) {
-            float e = std::exp(si[c] - mx);
-            si[c] = e;
-            total += e;
+        for (int g = 0; g < nseg; ++g) {
+            float *si = s + i * S + seg[g].off;
+            int64_t c = seg[g].lo;
+            for (; c + L <= seg[g].hi; c += L) {
+                f16v e = exp_nonpositive(load_f32(si + c) - splat(mx));
+                store_f32(si + c, e);
+                sum += e;
+            }
+            for (; c < seg[g].hi; ++c) {
+                float e = std::exp(si[c] - mx);
+                si[c] = e;
+                total += e;
+            }
         }
         for (int k = 0; k < L; ++k) total += sum[k];
         float inv = total > 0.0f ? 1.0f / total : 0.0f;
-        for (c = lo; c < hi; ++c) si[c] *= inv;
+        for (int g = 0; g < nseg; ++g) {
+            float *si = s + i * S + seg[g].off;
+            for (int64_t c = seg[g].lo; c < seg[g].hi; ++c) si[c] *= inv;
+        }
     }
-    int64_t d0 = 0;
-    for (; d0 + 2 * L <= D; d0 += 2 * L) rank1_block<NQ>(s, C, v + d0, D, lo, hi, o + d0, D, pv);
-    for (; d0 < D; d0 += L) rank1_block16<NQ>(s, C, v + d0, D, lo, hi, o + d0, D, pv);
+    for (int g = 0; g < nseg; ++g) {
+        const Segment &e = seg[g];
+        const float *p = s + e.off;
+        int64_t d0 = 0;
+        if (g == 0) {
+            for (; d0 + 2 * L <= D; d0 += 2 * L) rank1_block<NQ>(p, S, e.v + d0, D, e.lo, e.hi, o + d0, D, pv);
+            for (; d0 < D; d0 += L) rank1_block16<NQ>(p, S, e.v + d0, D, e.lo, e.hi, o + d0, D, pv);
+        } else {
+            for (; d0 + 2 * L <= D; d0 += 2 * L)
+                rank1_block<NQ, true>(p, S, e.v + d0, D, e.lo, e.hi, o + d0, D, pv);
+            for (; d0 < D; d0 += L) rank1_block16<NQ, true>(p, S, e.v + d0, D, e.lo, e.hi, o + d0, D, pv);
+        }
+    }
 }
 
-typedef void (*attend_fn)(const float *, const uint16_t *, const uint16_t *, const float *, int64_t, int64_t,
-                          int64_t, int64_t, float, float *, float *, Prefetch &, Prefetch &);
+typedef void (*attend_fn)(const float *, const Segment *, int, int64_t, int64_t, float, float *, float *,
+                          Prefetch &, Prefetch &);
 
 static const attend_fn ATTEND[5] = {nullptr, attend<1>, attend<2>, attend<3>, attend<4>};
 
 extern "C" {
 
-// Returns 0, or 1 when the shapes are not supported (D not a multiple of 16, or C < 16).
+// Returns 0, or 1 when the shapes are not supported (D not a multiple of 16, C < 16, or 0 < P < 16).
+// P = 0: no prompt store (pkt, pv, slot unused).
 int alignkit_decode_attention_bf16(const uint16_t *q, const uint16_t *kt, const uint16_t *v, const float *bias,
-                                   uint16_t *out, int64_t B, int64_t Hkv, int64_t G, int64_t D, int64_t C,
+                                   uint16_t *out, const uint16_t *pkt, const uint16_t *pv, const int64_t *slot,
+                                   int64_t B, int64_t Hkv, int64_t G, int64_t D, int64_t C, int64_t P,
                                    float scale, int threads) {
-    if (D % L != 0 || C < L) return 1;
-    const int64_t pairs = B * Hkv;
-    int64_t *lo_of = (int64_t *)std::malloc(sizeof(int64_t) * (size_t)(2 * B)), *hi_of = lo_of + B;
-    for (int64_t b = 0; b < B; ++b) {  // each row's visible columns: [lo, hi) trimmed of -inf at both ends
-        const float *brow = bias + b * C;
-        int64_t lo = 0, hi = C;
-        while (lo < hi && brow[lo] == -INFINITY) ++lo;
-        while (hi > lo && brow[hi - 1] == -INFINITY) --hi;
-        lo_of[b] = lo;
-        hi_of[b] = hi;
+    if (D % L != 0 || C < L || (P > 0 && P < L)) return 1;
+    const int64_t pairs = B * Hkv, S = P + C;
+    // each row's visible columns in the prompt store and in its own: [lo, hi) trimmed of -inf at both ends
+    int64_t *bounds = (int64_t *)std::malloc(sizeof(int64_t) * (size_t)(4 * B));
+    for (int64_t b = 0; b < B; ++b) {
+        visible(bias + b * S, P, bounds[4 * b], bounds[4 * b + 1]);
+        visible(bias + b * S + P, C, bounds[4 * b + 2], bounds[4 * b + 3]);
     }
 #pragma omp parallel num_threads(threads)
     {
-        float *s = (float *)std::malloc(sizeof(float) * (size_t)(4 * C + 4 * D + G * D));
-        float *o = s + 4 * C;
+        float *s = (float *)std::malloc(sizeof(float) * (size_t)(4 * S + 4 * D + G * D));
+        float *o = s + 4 * S;
         float *qf = o + 4 * D;
 #pragma omp for schedule(static)
         for (int64_t pair = 0; pair < pairs; ++pair) {
             const int64_t b = pair / Hkv, h = pair % Hkv;
-            const float *brow = bias + b * C;
-            const int64_t lo = lo_of[b], hi = hi_of[b];
+            const int64_t *bd = bounds + 4 * b;
+            Segment seg[2];
+            int nseg = 0;
+            if (bd[1] > bd[0]) {  // the row's prompt, in the prompt store (shared by the prompt's rows)
+                const int64_t ph = slot[b] * Hkv + h;
+                seg[nseg++] = Segment{pkt + ph * D * P, pv + ph * P * D, bias + b * S, P, bd[0], bd[1], 0};
+            }
+            if (bd[3] > bd[2])  // the row's own columns
+                seg[nseg++] = Segment{kt + pair * D * C, v + pair * C * D, bias + b * S + P, C, bd[2], bd[3], P};
             const uint16_t *qp = q + (b * Hkv + h) * G * D;
             uint16_t *op = out + (b * Hkv + h) * G * D;
             for (int64_t x = 0; x < G * D; ++x) {
                 const uint32_t w = (uint32_t)qp[x] << 16;
                 std::memcpy(qf + x, &w, sizeof w);
             }
-            Prefetch pk, pv;  // the next pair's keys (whole block) and visible values
+            Prefetch pk, pn;  // the next pair's own keys (whole block) and visible values
             if (pair + 1 < pairs) {
                 pk.p = (const char *)(kt + (pair + 1) * D * C);
                 pk.end = pk.p + D * C * 2;
-                const int64_t nb = (pair + 1) / Hkv;
-                pv.p = (const char *)(v + ((pair + 1) * C + lo_of[nb]) * D);
-                pv.end = (const char *)(v + ((pair + 1) * C + hi_of[nb]) * D);
+                const int64_t *nb = bounds + 4 * ((pair + 1) / Hkv);
+                pn.p = (const char *)(v + ((pair + 1) * C + nb[2]) * D);
+                pn.end = (const char *)(v + ((pair + 1) * C + nb[3]) * D);
             }
-            const uint16_t *ktp = kt + pair * D * C;
-            const uint16_t *vp = v + pair * C * D;
             for (int64_t i0 = 0; i0 < G; i0 += 4) {
                 const int nq = (int)(G - i0 < 4 ? G - i0 : 4);
-                if (hi > lo) {
-                    ATTEND[nq](qf + i0 * D, ktp, vp, brow, D, C, lo, hi, scale, s, o, pk, pv);
+                if (nseg) {
+                    ATTEND[nq](qf + i0 * D, seg, nseg, D, S, scale, s, o, pk, pn);
                 } else {
                     std::memset(o, 0, sizeof(float) * (size_t)(nq * D));
                 }
@@ -250,7 +311,7 @@ int alignkit_decode_attention_bf16(const uint16_t *q, const uint16_t *kt, const 
         }
         std::free(s);
     }
-    std::free(lo_of);
+    std::free(bounds);
     return 0;
 }
 }

@@ -106,15 +106,18 @@ def _library() -> ctypes.CDLL | None:
         return None
     function = getattr(library, SYMBOL)
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int]
+    function.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.c_int]
     _READY = True
     return library
 
 
-def native_attention_usable(query: torch.Tensor, keys_t: torch.Tensor) -> bool:
-    """Whether the kernel serves this decode step: CPU bf16 tensors, head size a multiple of 16, >= 16 columns.
+def native_attention_usable(
+    query: torch.Tensor, keys_t: torch.Tensor, prompt_keys_t: torch.Tensor | None = None
+) -> bool:
+    """Whether the kernel serves this decode step: CPU bf16 tensors, head size a multiple of 16, >= 16 columns
+    in each store.
 
-    ``query`` (B, H_q, 1, D); ``keys_t`` (B, H_kv, D, C).
+    ``query`` (B, H_q, 1, D); ``keys_t`` (B, H_kv, D, C); ``prompt_keys_t`` (N, H_kv, D, P) or None.
     """
     return (
         query.device.type == "cpu"
@@ -122,6 +125,10 @@ def native_attention_usable(query: torch.Tensor, keys_t: torch.Tensor) -> bool:
         and keys_t.dtype == torch.bfloat16
         and query.shape[-1] % LANES == 0
         and keys_t.shape[-1] >= LANES
+        and (
+            prompt_keys_t is None
+            or (prompt_keys_t.dtype == torch.bfloat16 and prompt_keys_t.shape[-1] >= LANES)
+        )
         # traced code must not run the build (file system calls break a graph): it reads the flag load() set
         and (_READY if torch.compiler.is_compiling() else load())
     )
@@ -129,18 +136,35 @@ def native_attention_usable(query: torch.Tensor, keys_t: torch.Tensor) -> bool:
 
 @torch.library.custom_op("alignkit::decode_attention", mutates_args=())
 def decode_attention(
-    query: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float
+    query: torch.Tensor,
+    keys_t: torch.Tensor,
+    values: torch.Tensor,
+    bias: torch.Tensor,
+    scale: float,
+    prompt_keys_t: torch.Tensor | None = None,
+    prompt_values: torch.Tensor | None = None,
+    slot: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One new token's attention over the cache. Shapes:
 
-    query (B, H_q, D) bf16; keys_t (B, H_kv, D, C) bf16 (keys transposed); values (B, H_kv, C, D) bf16;
-    bias (B, C) float32, 0 = attend, -inf = hidden. Returns (B, H_q, D) bf16:
-    ``softmax(scale * q K^T + bias) V`` per row, query head ``h`` reading KV head ``h // (H_q / H_kv)``.
+    query (B, H_q, D) bf16; keys_t (B, H_kv, D, C) bf16 (each row's own keys, transposed); values
+    (B, H_kv, C, D) bf16. Optionally a prompt store shared by rows: prompt_keys_t (N, H_kv, D, P), prompt_values
+    (N, H_kv, P, D), slot (B,) int64 (row b's prompt is entry ``slot[b]``). bias (B, P + C) float32 over
+    [prompt columns | own columns] (P = 0 without a store), 0 = attend, -inf = hidden. Returns (B, H_q, D)
+    bf16: ``softmax(scale * q [K_prompt; K]^T + bias) [V_prompt; V]`` per row, query head ``h`` reading KV
+    head ``h // (H_q / H_kv)``.
     """
     batch, q_heads, dim = query.shape
     kv_heads, capacity = keys_t.shape[1], keys_t.shape[3]
     query, keys_t, values = query.contiguous(), keys_t.contiguous(), values.contiguous()
     bias = bias.to(torch.float32).contiguous()
+    prompt_width, pointers = 0, [None, None, None]
+    if prompt_keys_t is not None:
+        assert prompt_values is not None and slot is not None
+        prompt_keys_t, prompt_values = prompt_keys_t.contiguous(), prompt_values.contiguous()
+        slot = slot.to(torch.int64).contiguous()
+        prompt_width = prompt_keys_t.shape[3]
+        pointers = [prompt_keys_t.data_ptr(), prompt_values.data_ptr(), slot.data_ptr()]
     out = torch.empty_like(query)
     library = _library()
     if library is None:
@@ -151,21 +175,24 @@ def decode_attention(
         values.data_ptr(),
         bias.data_ptr(),
         out.data_ptr(),
+        *pointers,
         batch,
         kv_heads,
         q_heads // kv_heads,
         dim,
         capacity,
+        prompt_width,
         scale,
         torch.get_num_threads(),
     )
     if status != 0:
         raise RuntimeError(
-            f"decode attention kernel: unsupported shapes (head size {dim}, {capacity} columns)"
+            f"decode attention kernel: unsupported shapes (head size {dim}, {capacity} columns, "
+            f"{prompt_width} prompt columns)"
         )
     return out
 
 
 @decode_attention.register_fake
-def _(query, keys_t, values, bias, scale):
+def _(query, keys_t, values, bias, scale, prompt_keys_t=None, prompt_values=None, slot=None):
     return torch.empty_like(query)

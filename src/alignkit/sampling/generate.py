@@ -35,7 +35,8 @@ from torch import nn
 
 from alignkit.errors import ConfigError, ModelError
 from alignkit.models.packed_linear import packed_linears
-from alignkit.sampling.kv_cache import SlabCache, prefill_mask, slab_attention_enabled
+from alignkit.sampling import decode_attention as native
+from alignkit.sampling.kv_cache import SLAB_KEYWORD, SlabCache, prefill_mask, slab_attention_enabled
 from alignkit.sampling.pick import pick_tokens
 from alignkit.sampling.prompts import Prompt, encode_prompts
 from alignkit.sampling.results import Generation, GenerationBatch
@@ -80,6 +81,11 @@ class SamplingSettings:
     dtype: str | torch.dtype | None = None
     """Compute dtype. None: the weights' own dtype (fastest: load the model in bf16 on a bf16 CPU). A
     different dtype runs under torch.autocast, which converts the weights at every matmul."""
+    share_prompts: bool | None = None
+    """Store each prompt's keys and values once for its n samples instead of once per sample (the KV
+    cache's prompt store, `kv_cache.SlabCache`): n-fold less prompt memory, and the decode attention reads a
+    prompt once for all its rows. None: on where it pays, i.e. n > 1 with the native CPU attention kernel
+    in bf16 (elsewhere the shared prompt is copied to the rows at every step)."""
     compile: bool = False
     """Compile the decode step with torch.compile (CPU only): 0.87x the eager step time, for a one-off
     ~23 s per process (SmolLM2-135M at batch 128 on 2 cores, docs/sample.md). Worth it from about two
@@ -180,6 +186,22 @@ def _resolve_dtype(model: nn.Module, dtype: str | torch.dtype | None) -> torch.d
     return None if wanted == weights.dtype else wanted
 
 
+def _sharing_pays(model: nn.Module, s: SamplingSettings, compute_dtype: torch.dtype | None) -> bool:
+    """Whether to store prompts once for their samples by default: n > 1 and the decode attention is the
+    native kernel (a CPU, bf16, head size a multiple of its vector, a compiler), which reads the prompt store
+    in place; the fallback would copy the prompts to the rows at every step."""
+    weights = next(model.parameters())
+    config = _base(model).config.get_text_config(decoder=True)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return (
+        int(s.n) > 1
+        and weights.device.type == "cpu"
+        and (compute_dtype or weights.dtype) == torch.bfloat16
+        and head_dim % native.LANES == 0
+        and native.load()
+    )
+
+
 def _call_model(model: nn.Module, inputs: dict[str, Any]):
     return model(**inputs)
 
@@ -227,6 +249,7 @@ class _Decoder:
         s: SamplingSettings,
         stop_ids: list[int],
         cache_kw: str,
+        share_prompts: bool = False,
     ):
         self.model, self.prompts, self.s, self.cache_kw = model, prompts, s, cache_kw
         self.device = device = next(model.parameters()).device
@@ -248,7 +271,8 @@ class _Decoder:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         self.pending = [[i, 0, self.n] for i in order]
         num_layers = _base(model).config.get_text_config(decoder=True).num_hidden_layers
-        self.cache = SlabCache(num_layers)
+        self.shared = share_prompts
+        self.cache = SlabCache(num_layers, [len(p) for p in prompts] if share_prompts else None)
         self.sample = torch.zeros(0, dtype=torch.long, device=device)
         self.made = torch.zeros(0, dtype=torch.long, device=device)
         self.row_len = torch.zeros(0, dtype=torch.long, device=device)
@@ -263,7 +287,14 @@ class _Decoder:
                 logger.warning("sampling: not compiling the decode step (%s); decoding eager", reason)
             self.compiled = reason is None
         self.stats = dict(
-            prefill_s=0.0, decode_s=0.0, steps=0, rebuilds=0, prefill_tokens=0, row_steps=0, peak_kv_bytes=0
+            prefill_s=0.0,
+            decode_s=0.0,
+            steps=0,
+            rebuilds=0,
+            prefill_tokens=0,
+            row_steps=0,
+            peak_kv_bytes=0,
+            shared_prompts=share_prompts,
         )
 
     # -------------------------------------------------------------------------------------------- run
@@ -290,6 +321,8 @@ class _Decoder:
         ``compiled``: run the compiled step (decode only; a compiler failure switches to eager for good)."""
         inputs[self.cache_kw] = self.cache
         inputs["use_cache"] = True
+        if self.shared:
+            inputs[SLAB_KEYWORD] = self.cache  # for `slab_attention`: the prompt store
         inputs["logits_to_keep"] = torch.tensor([inputs["input_ids"].shape[1] - 1], device=self.device)
         if compiled:
             from torch._dynamo.exc import TorchDynamoException
@@ -397,7 +430,13 @@ class _Decoder:
         # (new rows: T - 1, their first token comes from the prefill).
         remaining = int((self.steps_max - made.clamp(min=1)).max())
         capacity = length + max(1, min(CHUNK, remaining))
-        self.cache.reshape(keep, row_len, len(new_len), length, capacity)
+        row_prompt = None
+        if self.shared:
+            new_prompt = [p for p, _, c in units for _ in range(c)]
+            row_prompt = torch.cat(
+                [self.sample[keep] // self.n, torch.tensor(new_prompt, dtype=torch.long, device=device)]
+            )
+        self.cache.reshape(keep, row_len, len(new_len), length, capacity, row_prompt)
         self.sample = torch.cat(
             [self.sample[keep], torch.tensor(new_sample, dtype=torch.long, device=device)]
         )
@@ -434,7 +473,7 @@ class _Decoder:
             # Built on the CPU row by row, moved once (no-ops on a CPU model).
             ids, mask, src = ids.to(self.device), mask.to(self.device), src.to(self.device)
             positions = (mask.long().cumsum(-1) - 1).clamp_(min=0)
-            with self.cache.prefill(rows, src):
+            with self.cache.prefill(rows, src, [p for p, _, _ in group]):
                 logits = self._forward(
                     input_ids=ids, position_ids=positions, attention_mask=prefill_mask(mask)
                 )
@@ -463,7 +502,7 @@ def generate(
 
     ``batch.stats``: ``prefill_s``, ``decode_s``, ``total_s``, ``new_tokens`` (real response tokens),
     ``tokens_per_s``, ``steps`` (decode forwards), ``row_steps`` (rows x steps, i.e. padding included),
-    ``rebuilds``, ``prefill_tokens``, ``peak_kv_bytes``.
+    ``rebuilds``, ``prefill_tokens``, ``peak_kv_bytes``, ``shared_prompts`` (whether the cache stored each prompt once).
     """
     s = replace(settings or SamplingSettings(), **overrides).validated()
     cache_kw = _check_model(model)
@@ -476,9 +515,11 @@ def generate(
     stop_ids = list(s.stop_token_ids) if s.stop_token_ids is not None else default_stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
     start = time.perf_counter()
-    decoder = _Decoder(model, token_ids, s, stop_ids, cache_kw)
+    compute_dtype = _resolve_dtype(model, s.dtype)
+    share = s.share_prompts if s.share_prompts is not None else _sharing_pays(model, s, compute_dtype)
+    decoder = _Decoder(model, token_ids, s, stop_ids, cache_kw, share)
     if token_ids:
-        with _sampling_mode(model, _resolve_dtype(model, s.dtype), int(s.batch_size)):
+        with _sampling_mode(model, compute_dtype, int(s.batch_size)):
             decoder.run()
     total_s = time.perf_counter() - start
 
