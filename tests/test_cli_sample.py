@@ -320,3 +320,24 @@ def test_recipes_resolve():
     for name in ("sample.yaml", "sample_tiny.yaml"):
         cfg = build_config(SampleConfig, root / name, {})
         assert cfg.samples_per_prompt >= 1
+
+
+def test_no_share_prompts_reaches_the_sampler(tiny_model_dir, prompts_file, tmp_path, capsys, monkeypatch):
+    from alignkit.sampling import generate as gen
+
+    seen = []
+    real = gen._Decoder.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        seen.append(self.shared)
+
+    monkeypatch.setattr(gen._Decoder, "__init__", spy)
+    monkeypatch.setattr(gen, "_sharing_pays", lambda *args: True)  # as on a CPU with the native kernel
+    args = ["sample", "--prompts", str(prompts_file), "--model", str(tiny_model_dir), "--n-samples", "2",
+            *FAST]  # fmt: skip
+    shared, copied = tmp_path / "shared.jsonl", tmp_path / "copied.jsonl"
+    run_json(args + ["--output", str(shared)], capsys)
+    run_json(args + ["--output", str(copied), "--no-share-prompts"], capsys)
+    assert seen == [True, False]
+    assert shared.read_text() == copied.read_text()  # fp32: the store changes the layout, not the samples

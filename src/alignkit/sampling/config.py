@@ -63,6 +63,8 @@ class SampleConfig:
     """Precision of the weights: auto (bf16 where the CPU/GPU supports it, else fp32), bf16, fp16, fp32."""
     compile: bool = False
     """Compile the decode step with torch.compile (CPU): 0.87x the step time for a one-off ~23 s (SmolLM2-135M, 2 cores); pays off from about two thousand decode steps at batch 128 (e.g. 500 prompts x N = 8 x 128 tokens)."""
+    share_prompts: bool = True
+    """Keep each prompt's keys and values once for its samples where the native CPU attention kernel runs (bf16, N > 1); --no-share-prompts stores a copy per sample."""
     limit: int | None = None
     """Use only the first this many prompts."""
     skip_invalid: bool = False
@@ -148,4 +150,5 @@ class SampleConfig:
             batch_size=self.batch_size,
             max_prompt_tokens=self.max_prompt_tokens,
             compile=self.compile,
+            share_prompts=None if self.share_prompts else False,
         )

@@ -324,7 +324,8 @@ def slab_attention(
         if attention_mask.shape[-1] != prompt_width + key.shape[3]:
             raise ModelError(
                 f"{type(module).__name__} did not pass the sampler's keyword arguments on to its attention, "
-                "which a cache of shared prompts needs; sample with share_prompts=False"
+                "which a cache of shared prompts needs; sample with share_prompts=False (alignkit sample "
+                "--no-share-prompts)"
             )
         if native_attention_usable(query, key, store[0] if store is not None else None):
             bias = attention_mask.reshape(batch, attention_mask.shape[-1])
