@@ -211,26 +211,20 @@ class SlabCache(Cache):
             if row_prompt is None:
                 raise ValueError("a cache of shared prompts needs each row's prompt id")
             prompt_len = self._prompt_len.to(row_len.device)[row_prompt]
-            self._reshape_prompts(row_prompt, prompt_len)
+            self._reshape_prompts(row_prompt)
             row_len = row_len - prompt_len
             room = capacity - length
             length = int(row_len.max()) if row_len.numel() else 0
             capacity = max(length + room, native.LANES)
         span = min(int(row_len[:kept].max()), self.length) if kept else 0
-        for layer in range(len(self.keys)):
-            for store, column_dim in ((self.keys, 3), (self.values, 2)):
-                old = store[layer]
-                if old is None:
-                    continue
-                # Zeros, not empty: masked columns are multiplied by 0 in attention, and 0 * NaN garbage = NaN.
-                shape = list(old.shape)
-                shape[0], shape[column_dim] = kept + new_rows, capacity
-                new = old.new_zeros(shape)
-                if span:
-                    new.narrow(0, 0, kept).narrow(column_dim, length - span, span).copy_(
-                        old[keep].narrow(column_dim, self.length - span, span)
-                    )
-                store[layer] = new
+
+        def copy_kept(old: torch.Tensor, new: torch.Tensor, column_dim: int) -> None:
+            if span:
+                new.narrow(0, 0, kept).narrow(column_dim, length - span, span).copy_(
+                    old[keep].narrow(column_dim, self.length - span, span)
+                )
+
+        _rebuild(self.keys, self.values, kept + new_rows, capacity, copy_kept)
         self.rows, self.length, self.capacity = kept + new_rows, length, capacity
         columns = torch.arange(capacity, device=row_len.device)
         visible = (columns >= length - row_len[:, None]) & (columns < length)
@@ -242,7 +236,7 @@ class SlabCache(Cache):
             ~visible[:, None, None, :], float("-inf")
         )
 
-    def _reshape_prompts(self, row_prompt: torch.Tensor, prompt_len: torch.Tensor) -> None:
+    def _reshape_prompts(self, row_prompt: torch.Tensor) -> None:
         """New prompt store for rows of prompts ``row_prompt`` (R,): kept entries copied, new ones zero."""
         ids = list(dict.fromkeys(row_prompt.tolist()))  # each prompt once, in row order
         entry = {p: i for i, p in enumerate(ids)}
@@ -253,20 +247,16 @@ class SlabCache(Cache):
         span = min(
             max((int(self._prompt_len[p]) for p in ids if p in old_entry), default=0), self.prompt_width
         )
-        for layer in range(len(self.prompt_keys)):
-            for store, column_dim in ((self.prompt_keys, 3), (self.prompt_values, 2)):
-                old = store[layer]
-                if old is None:
-                    continue
-                shape = list(old.shape)
-                shape[0], shape[column_dim] = len(ids), width
-                new = old.new_zeros(shape)
-                if kept and span:
-                    to = torch.tensor([k[0] for k in kept], device=old.device)
-                    source = torch.tensor([k[1] for k in kept], device=old.device)
-                    piece = old.index_select(0, source).narrow(column_dim, self.prompt_width - span, span)
-                    new.narrow(column_dim, width - span, span).index_copy_(0, to, piece)
-                store[layer] = new
+        to = torch.tensor([k[0] for k in kept], dtype=torch.long)
+        source = torch.tensor([k[1] for k in kept], dtype=torch.long)
+
+        def copy_kept(old: torch.Tensor, new: torch.Tensor, column_dim: int) -> None:
+            if kept and span:
+                piece = old.index_select(0, source.to(old.device))
+                piece = piece.narrow(column_dim, self.prompt_width - span, span)
+                new.narrow(column_dim, width - span, span).index_copy_(0, to.to(old.device), piece)
+
+        _rebuild(self.prompt_keys, self.prompt_values, len(ids), width, copy_kept)
         self.prompt_ids, self.prompt_width = ids, width
         self.slot = torch.tensor(
             [entry[p] for p in row_prompt.tolist()], dtype=torch.long, device=row_prompt.device
@@ -275,6 +265,21 @@ class SlabCache(Cache):
     def nbytes(self) -> int:
         tensors = self.keys + self.values + self.prompt_keys + self.prompt_values
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _rebuild(keys: list, values: list, rows: int, columns: int, copy_kept) -> None:
+    """Replace each layer's keys (., H, D, C) and values (., H, C, D) by zeros of ``rows`` rows and ``columns``
+    columns, after ``copy_kept(old, new, column_dim)`` has moved what stays. Zeros, not empty: masked columns
+    are multiplied by 0 in attention, and 0 * NaN garbage = NaN."""
+    for store, column_dim in ((keys, 3), (values, 2)):
+        for layer, old in enumerate(store):
+            if old is None:
+                continue
+            shape = list(old.shape)
+            shape[0], shape[column_dim] = rows, columns
+            new = old.new_zeros(shape)
+            copy_kept(old, new, column_dim)
+            store[layer] = new
 
 
 def prefill_mask(prompt_mask: torch.Tensor) -> torch.Tensor:
