@@ -126,15 +126,22 @@ def _stop_lengths(responses: list[list[int]], stop: int, limit: int) -> list[int
     return [r.index(stop) + 1 if stop in r[:limit] else limit for r in responses]
 
 
-def test_compaction_and_refill_do_not_change_greedy_results(tiny_lm, tokenizer, id_prompts):
-    steps = 14
-    free = generate(tiny_lm, tokenizer, id_prompts, max_new_tokens=steps, temperature=0, stop_token_ids=[])
+def _varied_stop(model, tokenizer, prompts, steps: int) -> tuple[list[list[int]], int]:
+    """Greedy responses without stops, and the stop token that would end them at the most different steps.
+
+    Chosen from the greedy run itself: a greedy row with stops is the prefix of the row without, so the
+    lengths are known before sampling, whatever the tokenizer and the model's favourite tokens.
+    """
+    free = generate(model, tokenizer, prompts, max_new_tokens=steps, temperature=0, stop_token_ids=[])
     responses = [g.response_ids for g in free]
-    # A stop token that ends the rows at the most different steps, chosen from the greedy run itself: a greedy
-    # row with stops is the prefix of the row without, so the lengths are known before sampling, whatever the
-    # tokenizer and the model's favourite tokens.
     candidates = sorted({t for r in responses for t in r})
     stop = max(candidates, key=lambda t: (len(set(_stop_lengths(responses, t, steps))), -t))
+    return responses, stop
+
+
+def test_compaction_and_refill_do_not_change_greedy_results(tiny_lm, tokenizer, id_prompts):
+    steps = 14
+    responses, stop = _varied_stop(tiny_lm, tokenizer, id_prompts, steps)
     expected = _stop_lengths(responses, stop, steps)
     assert len(set(expected)) > 1, "the fixture model gives every row the same stop step"
     n = 2
@@ -364,10 +371,7 @@ def test_a_compiler_failure_falls_back_to_eager(tiny_lm, tokenizer, id_prompts, 
 def _stopping_kw(model, tokenizer, prompts, steps: int = 12) -> dict:
     """Greedy settings whose rows stop at different steps (a stop token picked from a greedy run), n = 3 rows
     per prompt in a batch of 4: compaction and refill keep changing which prompts have rows."""
-    free = generate(model, tokenizer, prompts, max_new_tokens=steps, temperature=0, stop_token_ids=[])
-    responses = [g.response_ids for g in free]
-    candidates = sorted({t for r in responses for t in r})
-    stop = max(candidates, key=lambda t: (len(set(_stop_lengths(responses, t, steps))), -t))
+    _, stop = _varied_stop(model, tokenizer, prompts, steps)
     return dict(
         max_new_tokens=steps, stop_token_ids=[stop], n=3, batch_size=4, temperature=0, return_logprobs=True
     )
