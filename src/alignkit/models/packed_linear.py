@@ -10,8 +10,8 @@ tests).
 
 Safety: the packed copies are looked up by the weight's storage, version counter and shape, so a weight
 changed in place (an optimiser step) or replaced falls back to ``F.linear`` instead of using a stale copy;
-they are dropped when the context exits. The layers are wrapped in a custom operator
-(``alignkit::packed_linear``), so a compiled decode step (`torch.compile`) calls it as one opaque kernel.
+they are dropped when the context exits. The layers are wrapped in an operator (``alignkit::packed_linear``,
+`alignkit.models.ops`), so a compiled decode step (`torch.compile`) calls it as one opaque kernel.
 Extra memory: one packed copy of every packed weight, and only when it fits (see
 :func:`packed_linears`).
 """
@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignkit.models import ops
+
 logger = logging.getLogger(__name__)
 
 MIN_DIM = 64  # smaller matrices (LoRA A/B, tiny heads) gain nothing from packing
@@ -39,8 +41,7 @@ def _key(weight: torch.Tensor) -> tuple[int, int, int, int]:
     return (weight.data_ptr(), weight._version, weight.shape[0], weight.shape[1])
 
 
-@torch.library.custom_op("alignkit::packed_linear", mutates_args=())
-def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` with the packed copy of ``weight`` when one is current, else plain."""
     packed = _PACKED.get(_key(weight))
     if packed is None:
@@ -48,9 +49,13 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
-@packed_linear.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _packed_linear_fake(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+packed_linear = ops.define(
+    "packed_linear", "(Tensor x, Tensor weight, Tensor? bias) -> Tensor", _packed_linear, _packed_linear_fake
+)
 
 
 class PackedLinear(nn.Linear):

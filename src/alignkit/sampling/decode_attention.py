@@ -9,7 +9,7 @@ and prefetches the next pair's keys and values while it computes (measured in do
 The kernel is plain C++ with GCC vector extensions, compiled here for this machine (``-O3 -march=native
 -fopenmp``) by the C++ compiler inductor uses (``$CXX``, else ``g++``, else ``clang++``), cached under
 ``cache_dir()/kernels`` by a hash of the source, the compiler and the CPU, and loaded with ``ctypes``. It runs
-inside the custom operator ``alignkit::decode_attention``, so a compiled decode step calls it as one opaque
+inside the operator ``alignkit::decode_attention`` (`alignkit.models.ops`), so a compiled decode step calls it as one opaque
 kernel. When it cannot be built (no compiler, not a CPU, not bf16, an odd head size) `slab_attention`
 falls back to the batched matmuls; ``ALIGNKIT_NATIVE_ATTENTION=0`` forces that fallback.
 """
@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from alignkit.models import ops
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +136,7 @@ def native_attention_usable(
     )
 
 
-@torch.library.custom_op("alignkit::decode_attention", mutates_args=())
-def decode_attention(
+def _decode_attention(
     query: torch.Tensor,
     keys_t: torch.Tensor,
     values: torch.Tensor,
@@ -193,6 +194,16 @@ def decode_attention(
     return out
 
 
-@decode_attention.register_fake
-def _(query, keys_t, values, bias, scale, prompt_keys_t=None, prompt_values=None, slot=None):
+def _decode_attention_fake(
+    query, keys_t, values, bias, scale, prompt_keys_t=None, prompt_values=None, slot=None
+):
     return torch.empty_like(query)
+
+
+decode_attention = ops.define(
+    "decode_attention",
+    "(Tensor query, Tensor keys_t, Tensor values, Tensor bias, float scale, Tensor? prompt_keys_t=None, "
+    "Tensor? prompt_values=None, Tensor? slot=None) -> Tensor",
+    _decode_attention,
+    _decode_attention_fake,
+)
