@@ -9,6 +9,7 @@ from torch import nn
 
 from alignkit.models import packed_linear as pl
 from alignkit.models.packed_linear import PackedLinear, packed_linears, packing_unavailable
+from factories import needs_compiler
 
 
 def _net(dtype=torch.bfloat16) -> nn.Sequential:
@@ -82,3 +83,122 @@ def test_fp32_layers_and_too_little_memory_are_left_alone(monkeypatch):
     monkeypatch.setattr(pl, "_available_memory", lambda: 1000)  # bytes
     with torch.inference_mode(), packed_linears(net) as packed:
         assert packed == 0 and all(type(m) is nn.Linear for m in net)
+
+
+# ------------------------------------------------------------------------------- siblings: q/k/v, gate/up
+
+
+class _Block(nn.Module):
+    """An attention-and-MLP shape: q/k/v on one input (k with a bias, q and v without), o on another;
+    gate/up on a third; ``order`` says in which order q/k/v are called."""
+
+    def __init__(self, order=("q", "k", "v")):
+        super().__init__()
+        torch.manual_seed(1)
+        self.q, self.k, self.v = (
+            nn.Linear(96, 128, bias=False),
+            nn.Linear(96, 64),
+            nn.Linear(96, 64, bias=False),
+        )
+        self.o = nn.Linear(128, 96)
+        self.gate, self.up, self.down = nn.Linear(96, 160), nn.Linear(96, 160), nn.Linear(160, 96)
+        self.order = order
+        self.to(torch.bfloat16)
+
+    def forward(self, x):
+        out = {name: getattr(self, name)(x) for name in self.order}
+        h = x + self.o(out["q"] * 0.5) + torch.cat([out["k"], out["v"]], dim=-1).sum(-1, keepdim=True)
+        return h + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+def _probe(model):
+    return lambda: model(torch.zeros(1, 96, dtype=torch.bfloat16))
+
+
+@needs_packing
+def test_siblings_are_found_packed_together_and_give_the_plain_results():
+    model = _Block()
+    x = torch.randn(6, 96).to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = model(x)
+        with packed_linears(model, probe=_probe(model)) as packed:
+            assert packed == 7
+            assert [type(getattr(model, n)).__name__ for n in ("q", "k", "v", "o", "gate", "up", "down")] == [
+                "SiblingLinear"
+            ] * 3 + ["PackedLinear", "SiblingLinear", "SiblingLinear", "PackedLinear"]
+            assert model.q.siblings.members == [model.q, model.k, model.v]
+            assert model.gate.siblings is model.up.siblings and model.up.sibling_index == 1
+            assert len(pl._PACKED) == 4  # q/k/v, o, gate/up, down
+            got = model(x)
+            assert model.q.siblings.input is None  # every output taken: nothing held
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert all(
+        type(m) is nn.Linear and "siblings" not in m.__dict__ for m in model.modules() if m is not model
+    )
+    assert not pl._PACKED
+
+
+@needs_packing
+def test_siblings_serve_any_call_order_and_never_a_stale_output():
+    model = _Block()
+    x, y = torch.randn(2, 5, 96).to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = {n: F.linear(x, getattr(model, n).weight, getattr(model, n).bias) for n in "qkv"}
+        with packed_linears(model, probe=_probe(model)):
+            model.order = ("v", "q", "k")  # another order than the probe's
+            got = {n: getattr(model, n)(x) for n in model.order}
+            first_q = model.q(x)  # q's output already taken: computed afresh
+            k_of_y = model.k(y)  # another input than the one the outputs were made from
+            v_of_x = model.v(x)  # the pending outputs were replaced by y's: computed afresh for x
+    for n in "qkv":
+        torch.testing.assert_close(got[n], expected[n], rtol=0, atol=0)
+    torch.testing.assert_close(first_q, expected["q"], rtol=0, atol=0)
+    torch.testing.assert_close(v_of_x, expected["v"], rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(k_of_y, F.linear(y, model.k.weight, model.k.bias), rtol=0, atol=0)
+
+
+@needs_packing
+def test_a_sibling_weight_changed_inside_the_context_is_not_served_stale():
+    model = _Block()
+    x = torch.randn(4, 96).to(torch.bfloat16)
+    with torch.inference_mode(), packed_linears(model, probe=_probe(model)):
+        for change in (lambda: model.k.bias.add_(1.0), lambda: model.v.weight.mul_(2.0)):  # bias, then weight
+            with torch.no_grad():
+                change()
+            got = {n: getattr(model, n)(x) for n in "qkv"}
+            for n in "qkv":
+                layer = getattr(model, n)
+                assert torch.equal(got[n], F.linear(x, layer.weight, layer.bias))
+
+
+def test_find_siblings_skips_layers_called_more_than_once():
+    model = _Block()
+    shared = model.k
+    model.v = shared  # one layer called twice on the same input: in no group
+
+    class Twice(nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, x):
+            return self.block(x)
+
+    layers = [m for m in model.modules() if type(m) is nn.Linear]
+    groups = pl.find_siblings(layers, _probe(Twice(model)))
+    assert [[id(m) for m in g] for g in groups] == [[id(model.gate), id(model.up)]]
+
+
+@needs_packing
+@needs_compiler
+def test_compiled_siblings_give_the_plain_compiled_results():
+    model = _Block()
+    x = torch.randn(3, 96).to(torch.bfloat16)
+    compiled = torch.compile(model, dynamic=True)
+    with torch.inference_mode():
+        expected = compiled(x)  # plain layers: inductor's fusions, so the same rounding
+        with packed_linears(model, probe=_probe(model)):
+            got = compiled(x)
+            assert model.q.siblings.input is None
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

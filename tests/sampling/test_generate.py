@@ -284,7 +284,7 @@ def test_bad_input_raises_user_errors(tiny_lm, tokenizer):
 
 
 @contextlib.contextmanager
-def _no_packing(model, rows=128):
+def _no_packing(model, rows=128, probe=None):
     yield 0
 
 
@@ -298,9 +298,10 @@ def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_l
     real = gen.packed_linears
 
     @contextlib.contextmanager
-    def spy(model, rows=128):
-        with real(model, rows) as packed:
-            counts.append(packed)
+    def spy(model, rows=128, probe=None):
+        with real(model, rows, probe) as packed:
+            siblings = sum(type(m).__name__ == "SiblingLinear" for m in model.modules())
+            counts.append((packed, siblings))
             yield packed
 
     kw = dict(n=2, max_new_tokens=8, seed=3, return_logprobs=True)
@@ -308,7 +309,8 @@ def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_l
     packed = generate(model, tokenizer, id_prompts, **kw)
     monkeypatch.setattr(gen, "packed_linears", _no_packing)
     plain = generate(model, tokenizer, id_prompts, **kw)
-    assert counts == [11]  # q, o, gate, up, down of 2 layers (k/v, 32 x 64, are too small) + LM head
+    # q, o, gate, up, down of 2 layers (k/v, 32 x 64, are too small) + LM head; gate/up packed together
+    assert counts == [(11, 4)]
     assert [g.response_ids for g in packed] == [g.response_ids for g in plain]
     assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,28 +34,56 @@ logger = logging.getLogger(__name__)
 MIN_DIM = 64  # smaller matrices (LoRA A/B, tiny heads) gain nothing from packing
 MEMORY_SHARE = 0.25  # pack only if the copies take at most this share of the memory available now
 
-_PACKED: dict[tuple[int, int, int, int], torch.Tensor] = {}
+Key = tuple[int, int, tuple[int, ...]]
+
+# packed copies, by the keys of the weights (and biases) they were made from: one weight, or the
+# concatenated weights of sibling layers
+_PACKED: dict[tuple[Key | None, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
 
-def _key(weight: torch.Tensor) -> tuple[int, int, int, int]:
-    return (weight.data_ptr(), weight._version, weight.shape[0], weight.shape[1])
+def _key(tensor: torch.Tensor) -> Key:
+    return (tensor.data_ptr(), tensor._version, tuple(tensor.shape))
 
 
-def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` with the packed copy of ``weight`` when one is current, else plain."""
-    packed = _PACKED.get(_key(weight))
-    if packed is None:
-        return F.linear(x, weight, bias)
+def _keys(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> tuple[Key | None, ...]:
+    return (*(_key(w) for w in weights), *(None if b is None else _key(b) for b in biases))
+
+
+def _packed_linear(
+    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None]
+) -> torch.Tensor:
+    """``torch.cat([F.linear(x, w, b) for w, b in zip(weights, biases)], -1)``, by one matmul on the packed
+    copy of the concatenated weights when one is current, else plainly."""
+    entry = _PACKED.get(_keys(weights, biases))
+    if entry is None:
+        outputs = [F.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+    packed, bias = entry
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
-def _packed_linear_fake(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+def _packed_linear_fake(x: torch.Tensor, weights: list[torch.Tensor], biases: list) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], sum(w.shape[0] for w in weights)))
 
 
 packed_linear = ops.define(
-    "packed_linear", "(Tensor x, Tensor weight, Tensor? bias) -> Tensor", _packed_linear, _packed_linear_fake
+    "packed_linear",
+    "(Tensor x, Tensor[] weights, Tensor?[] biases) -> Tensor",
+    _packed_linear,
+    _packed_linear_fake,
 )
+
+
+def _pack(weights: list[torch.Tensor], biases: list[torch.Tensor | None], rows: int) -> tuple:
+    """The packed copy of the concatenated weights and the concatenated bias (None when no layer has one)."""
+    weight = weights[0] if len(weights) == 1 else torch.cat(weights)
+    bias = None
+    if any(b is not None for b in biases):
+        parts = [
+            b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)
+        ]
+        bias = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows), bias
 
 
 class PackedLinear(nn.Linear):
@@ -66,7 +94,73 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight.dtype or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
-        return packed_linear(x, self.weight, self.bias)
+        return packed_linear(x, [self.weight], [self.bias])
+
+
+class Siblings:
+    """Linear layers that a forward calls on the same input (a transformer's q/k/v projections, its MLP's
+    gate and up projections), found by :func:`find_siblings`. The first of them to be called computes all
+    their outputs with one matmul on their concatenated packed weights, and each of the others takes its
+    slice when it is called on that same input (the same tensor object), in any order. One matmul of
+    960 or 3,072 columns instead of three or two smaller ones: 30 layers of SmolLM2-135M at 128 rows
+    measured 22 ms against 24.5 ms for the separate calls (docs/sample.md)."""
+
+    def __init__(self, members: list[nn.Linear]):
+        self.members = members
+        self.sizes = [m.out_features for m in members]
+        self.clear()
+
+    def clear(self) -> None:
+        self.input: torch.Tensor | None = None
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.members)
+        self.left = 0
+
+    def output(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.input is x and self.outputs[index] is not None:
+            out, self.outputs[index] = self.outputs[index], None
+            self.left -= 1
+            if self.left == 0:
+                self.clear()
+            return out
+        fused = packed_linear(x, [m.weight for m in self.members], [m.bias for m in self.members])
+        outputs: list[torch.Tensor | None] = list(fused.split(self.sizes, dim=-1))
+        out, outputs[index] = outputs[index], None
+        self.input, self.outputs, self.left = x, outputs, len(outputs) - 1
+        return out
+
+
+class SiblingLinear(PackedLinear):
+    """A `PackedLinear` that is one of several `Siblings` (attributes ``siblings`` and ``sibling_index``)."""
+
+    siblings: Siblings
+    sibling_index: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype or torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return self.siblings.output(self.sibling_index, x)
+
+
+def find_siblings(layers: list[nn.Linear], probe: Callable[[], object]) -> list[list[nn.Linear]]:
+    """Groups of ``layers`` that ``probe()`` (a forward of the model) calls on the same input tensor, each
+    layer called exactly once, in call order. Layers that share no input, or that are called more than
+    once, are in no group."""
+    calls: list[tuple[nn.Linear, torch.Tensor]] = []  # holds the inputs, so that no id is reused meanwhile
+    hooks = [m.register_forward_pre_hook(lambda m, args: calls.append((m, args[0]))) for m in layers]
+    try:
+        with torch.no_grad():
+            probe()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    times: dict[int, int] = {}
+    for module, _ in calls:
+        times[id(module)] = times.get(id(module), 0) + 1
+    by_input: dict[int, list[nn.Linear]] = {}
+    for module, x in calls:
+        if times[id(module)] == 1 and isinstance(x, torch.Tensor):
+            by_input.setdefault(id(x), []).append(module)
+    return [group for group in by_input.values() if len(group) > 1]
 
 
 def packing_unavailable(model: nn.Module) -> str | None:
@@ -94,13 +188,17 @@ def _available_memory() -> int | None:
 
 
 @contextlib.contextmanager
-def packed_linears(model: nn.Module, rows: int = 128) -> Iterator[int]:
+def packed_linears(
+    model: nn.Module, rows: int = 128, probe: Callable[[], object] | None = None
+) -> Iterator[int]:
     """Within this context the model's bf16 ``nn.Linear`` layers (both sides >= 64) use packed weights.
 
     For inference only: a layer called with gradients on takes the plain path. ``rows`` is the batch the
-    packing is tuned for (any batch works). Yields the number of layers packed (0 when packing is not
-    possible here or the copies would take more than a quarter of the memory available now; the reason
-    is logged). Every layer's forward is restored on exit and the copies are freed.
+    packing is tuned for (any batch works). ``probe``, a small forward of the model, is run once first to
+    find `Siblings` (layers called on the same input), whose weights are then packed together. Yields the
+    number of layers packed (0 when packing is not possible here or the copies would take more than a
+    quarter of the memory available now; the reason is logged). Every layer's class is restored on exit
+    and the copies are freed.
     """
     reason = packing_unavailable(model)
     layers = [
@@ -124,18 +222,31 @@ def packed_linears(model: nn.Module, rows: int = 128) -> Iterator[int]:
             logger.info("linear layers run unpacked: %s", reason)
         yield 0
         return
+    groups = find_siblings(layers, probe) if probe is not None else []
+    grouped = {id(m) for group in groups for m in group}
+    groups += [[m] for m in layers if id(m) not in grouped]
     keys = []
     try:
         with torch.no_grad():
-            for module in layers:
-                key = _key(module.weight)
+            for group in groups:
+                weights, biases = [m.weight for m in group], [m.bias for m in group]
+                key = _keys(weights, biases)
                 if key not in _PACKED:
-                    _PACKED[key] = torch.ops.mkldnn._reorder_linear_weight(module.weight, rows)
+                    _PACKED[key] = _pack(weights, biases, rows)
                     keys.append(key)
-                module.__class__ = PackedLinear
+                if len(group) == 1:
+                    group[0].__class__ = PackedLinear
+                    continue
+                siblings = Siblings(group)
+                for index, module in enumerate(group):
+                    module.__class__ = SiblingLinear
+                    module.siblings, module.sibling_index = siblings, index
         yield len(layers)
     finally:
         for module in layers:
+            if type(module) is SiblingLinear:
+                module.siblings.clear()
+                del module.siblings, module.sibling_index
             module.__class__ = nn.Linear
         for key in keys:
             _PACKED.pop(key, None)

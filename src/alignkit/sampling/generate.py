@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -155,6 +156,12 @@ def _check_model(model: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def _probe(model: nn.Module) -> None:
+    """A two-token forward, which shows `packed_linears` the layers that share their input."""
+    device = next(model.parameters()).device
+    model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
+
+
 @contextmanager
 def _sampling_mode(model: nn.Module, dtype: torch.dtype | None, batch_size: int = 128):
     """Eval mode (no dropout), no autograd, our attention, packed bf16 weights on a CPU (when no autocast);
@@ -164,10 +171,10 @@ def _sampling_mode(model: nn.Module, dtype: torch.dtype | None, batch_size: int 
     model.eval()
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
+        if dtype is None:  # before our attention: its probe forward runs the model's own
+            stack.enter_context(packed_linears(model, rows=batch_size, probe=partial(_probe, model)))
         stack.enter_context(slab_attention_enabled(model))
         stack.enter_context(torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext())
-        if dtype is None:
-            stack.enter_context(packed_linears(model, rows=batch_size))
         try:
             yield
         finally:
