@@ -14,6 +14,9 @@ they are dropped when the context exits. The layers are wrapped in an operator (
 `alignkit.models.ops`), so a compiled decode step (`torch.compile`) calls it as one opaque kernel.
 Extra memory: one packed copy of every packed weight, and only when it fits (see
 :func:`packed_linears`).
+
+Layers that a forward calls on the same input (`Siblings`: q/k/v, gate/up) are packed as one
+concatenated weight and served by one matmul; :func:`packed_linears` finds them with a probe forward.
 """
 
 from __future__ import annotations
