@@ -191,6 +191,19 @@ def test_find_siblings_skips_layers_called_more_than_once():
 
 
 @needs_packing
+def test_a_failing_probe_packs_every_layer_on_its_own():
+    model = _Block()
+
+    def probe():
+        model(torch.zeros(1, 96, dtype=torch.bfloat16))
+        raise ValueError("this model needs an attention mask")
+
+    with torch.inference_mode(), packed_linears(model, probe=probe) as packed:
+        assert packed == 7 and all(type(m) is PackedLinear for m in model.modules() if m is not model)
+        assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+@needs_packing
 @needs_compiler
 def test_compiled_siblings_give_the_plain_compiled_results():
     model = _Block()

@@ -9,8 +9,8 @@ and prefetches the next pair's keys and values while it computes (measured in do
 The kernel is plain C++ with GCC vector extensions, compiled here for this machine (``-O3 -march=native
 -fopenmp``) by the C++ compiler inductor uses (``$CXX``, else ``g++``, else ``clang++``), cached under
 ``cache_dir()/kernels`` by a hash of the source, the compiler and the CPU, and loaded with ``ctypes``. It runs
-inside the operator ``alignkit::decode_attention`` (`alignkit.models.ops`), so a compiled decode step calls it as one opaque
-kernel. When it cannot be built (no compiler, not a CPU, not bf16, an odd head size) `slab_attention`
+inside the operator ``alignkit::decode_attention`` (`alignkit.models.ops`), so a compiled decode step calls
+it as one opaque kernel. When it cannot be built (no compiler, not a CPU, not bf16, an odd head size) `slab_attention`
 falls back to the batched matmuls; ``ALIGNKIT_NATIVE_ATTENTION=0`` forces that fallback.
 """
 
