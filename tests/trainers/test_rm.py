@@ -412,6 +412,28 @@ def test_a_launched_process_keeps_its_state(monkeypatch, gpu_state_left_behind):
     assert gpu_state_left_behind._shared_state == {}
 
 
+def test_a_launched_process_destroys_its_process_group_at_exit(monkeypatch, tmp_path):
+    """Left to interpreter shutdown, a gloo group can abort the process (SIGABRT); see `end_process_group`."""
+    import atexit
+
+    import torch.distributed as dist
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(atexit, "unregister", lambda function: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    loop.fresh_accelerate_state()
+    assert registered == [loop.end_process_group]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        registered[0]()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    loop.end_process_group()  # nothing to destroy: a no-op
+
+
 def test_an_fp32_run_after_a_bf16_run_in_one_process_trains_in_fp32(
     tmp_path, tiny_model_dir, monkeypatch, capsys
 ):
