@@ -7,15 +7,15 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 
-def make_tiny_lm(tokenizer, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
-    """hidden 64, GQA (4 query heads on 2 key/value heads), the tokenizer's vocab, eval mode."""
+def make_tiny_lm(tokenizer, seed: int = 0, layers: int = 2, kv_heads: int = 2) -> LlamaForCausalLM:
+    """hidden 64, GQA (4 query heads on ``kv_heads`` key/value heads), the tokenizer's vocab, eval mode."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=256,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,

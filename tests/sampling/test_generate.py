@@ -315,6 +315,40 @@ def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_l
     assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
 
 
+def test_packed_siblings_under_a_lora_adapter_give_the_same_samples(
+    tokenizer, id_prompts, make_lm, monkeypatch
+):
+    from peft import LoraConfig, get_peft_model
+
+    from alignkit.models.packed_linear import packing_unavailable
+
+    model = make_lm(tokenizer, kv_heads=4).to(torch.bfloat16)  # k/v 64 x 64: packable, so q/k/v are siblings
+    if packing_unavailable(model) is not None:
+        pytest.skip(packing_unavailable(model))
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, parameter in peft.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    siblings = []
+    real = gen.packed_linears
+
+    @contextlib.contextmanager
+    def spy(model, rows=128, probe=None):
+        with real(model, rows, probe) as packed:
+            siblings.append(sum(type(m).__name__ == "SiblingLinear" for m in model.modules()))
+            yield packed
+
+    kw = dict(n=2, max_new_tokens=8, seed=4, return_logprobs=True)
+    monkeypatch.setattr(gen, "packed_linears", spy)
+    packed = generate(peft, tokenizer, id_prompts, **kw)
+    monkeypatch.setattr(gen, "packed_linears", _no_packing)
+    plain = generate(peft, tokenizer, id_prompts, **kw)
+    assert siblings == [10]  # q/k/v (q and v inside their LoRA wrappers) and gate/up, in 2 layers
+    assert [g.response_ids for g in packed] == [g.response_ids for g in plain]
+    assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
+
+
 @needs_compiler
 def test_compiled_decode_step_gives_the_eager_samples(tiny_lm, tokenizer, id_prompts, monkeypatch):
     calls = []
