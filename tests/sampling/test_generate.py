@@ -288,31 +288,37 @@ def _no_packing(model, rows=128, probe=None):
     yield 0
 
 
-def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_lm, monkeypatch):
-    from alignkit.models.packed_linear import packing_unavailable
-
-    model = make_lm(tokenizer).to(torch.bfloat16)
-    if packing_unavailable(model) is not None:
-        pytest.skip(packing_unavailable(model))
+def _packed_against_plain(model, tokenizer, id_prompts, monkeypatch, seed: int) -> list[tuple[int, int]]:
+    """Sample with packed weights and without; assert the same tokens and log-probs. Returns (layers
+    packed, sibling layers) for each packing context entered."""
     counts = []
     real = gen.packed_linears
 
     @contextlib.contextmanager
     def spy(model, rows=128, probe=None):
         with real(model, rows, probe) as packed:
-            siblings = sum(type(m).__name__ == "SiblingLinear" for m in model.modules())
-            counts.append((packed, siblings))
+            counts.append((packed, sum(type(m).__name__ == "SiblingLinear" for m in model.modules())))
             yield packed
 
-    kw = dict(n=2, max_new_tokens=8, seed=3, return_logprobs=True)
+    kw = dict(n=2, max_new_tokens=8, seed=seed, return_logprobs=True)
     monkeypatch.setattr(gen, "packed_linears", spy)
     packed = generate(model, tokenizer, id_prompts, **kw)
     monkeypatch.setattr(gen, "packed_linears", _no_packing)
     plain = generate(model, tokenizer, id_prompts, **kw)
-    # q, o, gate, up, down of 2 layers (k/v, 32 x 64, are too small) + LM head; gate/up packed together
-    assert counts == [(11, 4)]
     assert [g.response_ids for g in packed] == [g.response_ids for g in plain]
     assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
+    return counts
+
+
+def test_packed_bf16_weights_give_the_same_samples(tokenizer, id_prompts, make_lm, monkeypatch):
+    from alignkit.models.packed_linear import packing_unavailable
+
+    model = make_lm(tokenizer).to(torch.bfloat16)
+    if packing_unavailable(model) is not None:
+        pytest.skip(packing_unavailable(model))
+    counts = _packed_against_plain(model, tokenizer, id_prompts, monkeypatch, seed=3)
+    # q, o, gate, up, down of 2 layers (k/v, 32 x 64, are too small) + LM head; gate/up packed together
+    assert counts == [(11, 4)]
 
 
 def test_packed_siblings_under_a_lora_adapter_give_the_same_samples(
@@ -330,23 +336,8 @@ def test_packed_siblings_under_a_lora_adapter_give_the_same_samples(
         for name, parameter in peft.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.5)
-    siblings = []
-    real = gen.packed_linears
-
-    @contextlib.contextmanager
-    def spy(model, rows=128, probe=None):
-        with real(model, rows, probe) as packed:
-            siblings.append(sum(type(m).__name__ == "SiblingLinear" for m in model.modules()))
-            yield packed
-
-    kw = dict(n=2, max_new_tokens=8, seed=4, return_logprobs=True)
-    monkeypatch.setattr(gen, "packed_linears", spy)
-    packed = generate(peft, tokenizer, id_prompts, **kw)
-    monkeypatch.setattr(gen, "packed_linears", _no_packing)
-    plain = generate(peft, tokenizer, id_prompts, **kw)
-    assert siblings == [10]  # q/k/v (q and v inside their LoRA wrappers) and gate/up, in 2 layers
-    assert [g.response_ids for g in packed] == [g.response_ids for g in plain]
-    assert [g.token_logps for g in packed] == [g.token_logps for g in plain]
+    counts = _packed_against_plain(peft, tokenizer, id_prompts, monkeypatch, seed=4)
+    assert counts[0][1] == 10  # q/k/v (q and v inside their LoRA wrappers) and gate/up, in 2 layers
 
 
 @needs_compiler
