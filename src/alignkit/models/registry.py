@@ -411,6 +411,12 @@ def adapter_base(folder: str | os.PathLike) -> str:
 DEVICE_ENV = "ALIGNKIT_DEVICE"
 
 
+def head_size(config: Any) -> int:
+    """Size of one attention head of a transformers config: ``head_dim`` where the config sets it (Gemma,
+    Qwen3), else hidden size / query heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def default_device() -> torch.device:
     """Where the commands put their models: ``$ALIGNKIT_DEVICE`` when set (``cpu`` forces the CPU on a GPU
     machine; ``cuda:1`` picks a card), else the CPU when ``accelerate launch`` was told to use it

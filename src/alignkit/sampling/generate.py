@@ -198,13 +198,13 @@ def _sharing_pays(model: nn.Module, s: SamplingSettings, compute_dtype: torch.dt
     native kernel (a CPU, bf16, head size a multiple of its vector, a compiler), which reads the prompt store
     in place; the fallback would copy the prompts to the rows at every step."""
     weights = next(model.parameters())
-    config = _base(model).config.get_text_config(decoder=True)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    from alignkit.models.registry import head_size
+
     return (
         int(s.n) > 1
         and weights.device.type == "cpu"
         and (compute_dtype or weights.dtype) == torch.bfloat16
-        and head_dim % native.LANES == 0
+        and head_size(_base(model).config.get_text_config(decoder=True)) % native.LANES == 0
         and native.load()
     )
 

@@ -311,9 +311,10 @@ def slab_attention(
     ``value`` its values (B, H_kv, C, D). With shared prompts the `SlabCache` comes as keyword
     ``alignkit_slab``, its prompt store holds the columns in front of each row's own, and ``bias`` is
     (B, 1, 1, P + C). On a CPU in bf16 the native kernel (`decode_attention`) does it in one pass, fp32
-    inside, reading each prompt from the store. Otherwise two batched matmuls per layer with the GQA query heads of one KV head
-    packed together, so K and V are read once and never repeated: scores (B*H_kv, H_q/H_kv, C) in the model
-    dtype, softmax in fp32 (like transformers' eager attention); ~3x faster than SDPA for Q = 1 on a CPU.
+    inside, reading each prompt from the store. Otherwise two batched matmuls per layer with the GQA query
+    heads of one KV head packed together, so K and V are read once and never repeated: scores (B*H_kv,
+    H_q/H_kv, C) in the model dtype, softmax in fp32 (like transformers' eager attention); ~3x faster than
+    SDPA for Q = 1 on a CPU.
     Prefill (a boolean mask (G, 1, P, P); key/value (G, H_kv, P, D)): attention over the group's own keys, by
     the same two matmuls while the scores stay small (``PREFILL_MATMUL_SCORES``), else by
     ``scaled_dot_product_attention`` (which never holds all the scores).

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alignkit.errors import TrainingError
+from alignkit.models.registry import head_size
 
 __all__ = [
     "ActivationBudget",
@@ -309,7 +310,7 @@ def activation_bytes_per_token(config: Any, lora_r: int = 0, dtype_bytes: int = 
     h = config.hidden_size
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or h // heads
+    head_dim = head_size(config)
     inter = getattr(config, "intermediate_size", 4 * h)
     values = 4 * inter + 2 * h + (2 * heads + 2 * kv) * head_dim + 7 * lora_r
     return float(values * dtype_bytes + 2 * h * 4)
