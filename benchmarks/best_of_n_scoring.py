@@ -51,8 +51,8 @@ class Unshared:
 
 def reward_model(base, tokenizer):
     from alignkit.models import heads, lora
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
+    from alignkit.models.device import resolve_precision
+    from alignkit.rewards.model import RewardModel
 
     torch.manual_seed(0)
     model = lora.add_adapter(base, "reward", lora.LoraSettings(r=16, alpha=32))
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from alignkit.models import registry
-    from alignkit.rewards import ModelScorer, RewardMember, RewardSet
+    from alignkit.rewards.ensemble import ModelScorer, RewardMember, RewardSet
     from alignkit.sampling.best_of_n import score_generations
     from alignkit.sampling.generate import generate
 

@@ -78,10 +78,10 @@ def prepare(work: Path) -> dict[str, str]:
     """The default checkpoint, the prompts file and an alignkit reward model dir with a random head."""
     import torch
 
-    from alignkit.data.demo import demo_prompts
+    from alignkit.demo.data import demo_prompts
     from alignkit.models import heads, lora, registry
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
+    from alignkit.models.device import resolve_precision
+    from alignkit.rewards.model import RewardModel
 
     model_dir = registry.prepare_default()
     base_prompts = demo_prompts()
@@ -103,8 +103,8 @@ def prepare(work: Path) -> dict[str, str]:
 ALIGNKIT_CHILD = """
 import json, resource, sys, time
 from alignkit.config import build_config
-from alignkit.trainers.ppo_config import PPOConfig
-from alignkit.trainers.ppo import run_ppo
+from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.ppo import run_ppo
 from alignkit.runs import read_metrics
 from pathlib import Path
 args = json.loads(sys.argv[1])

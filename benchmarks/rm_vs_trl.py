@@ -50,7 +50,7 @@ peak_rss_ratio (alignkit / TRL: > 1 faster, < 1 less memory) and mfu (alignkit's
 ``--quality`` instead trains alignkit for ``--quality-steps`` on 80% of the harmless file (a seeded
 `split_records`), then TRL (its defaults) for the same wall-clock (its schedule sized with
 ``--trl-step-seconds`` from the throughput run), and prints both accuracies on the other 20% with the same
-evaluator (`alignkit.evaluate_rm`); ``--data helpful`` uses the helpful file.
+evaluator (`alignkit.evaluation.reward_model`); ``--data helpful`` uses the helpful file.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def fitting_records(path: Path, max_length: int):
     """Preference records whose every prompt + answer fits ``max_length`` tokens (nothing cut or dropped)."""
     from alignkit.data.load import load_records
     from alignkit.models.registry import load_tokenizer
-    from alignkit.trainers.rm_data import encode_answers
+    from alignkit.rewards.comparisons import encode_answers
 
     records = load_records(str(path), kind="preference", skip_invalid=True).records
     tokenizer = load_tokenizer(MODEL, padding_side="right")
@@ -195,9 +195,9 @@ def _alignkit_flops(run_dir: Path, rows: list[dict], lora_r: int) -> float:
     from alignkit.config import build_config
     from alignkit.data.load import load_records
     from alignkit.models.registry import load_tokenizer
+    from alignkit.rewards.comparisons import prepare_comparisons
     from alignkit.trainers import loop
     from alignkit.trainers.rm_config import RMConfig
-    from alignkit.trainers.rm_data import prepare_comparisons
 
     cfg = build_config(RMConfig, run_dir / "config.yaml", {})
     data = prepare_comparisons(load_records(cfg.data).records, load_tokenizer(MODEL, "right"), cfg.max_length)
@@ -317,9 +317,9 @@ def worker_trl(args) -> dict:
 def _trl_quality(trainer, tokenizer, args, seconds: float, steps: int) -> dict:
     """Merge TRL's adapter, save a plain classifier and score it with alignkit's evaluator."""
     from alignkit.data.load import load_records
-    from alignkit.evaluate_rm import evaluate_comparisons
-    from alignkit.trainers.reward_model import load_reward_model
-    from alignkit.trainers.rm_data import prepare_comparisons
+    from alignkit.evaluation.reward_model import evaluate_comparisons
+    from alignkit.rewards.comparisons import prepare_comparisons
+    from alignkit.rewards.model import load_reward_model
 
     folder = Path(args.out) / "trl-merged"
     merged = trainer.model.merge_and_unload()

@@ -24,8 +24,8 @@ needs_compiler = pytest.mark.skipif(compiler_missing() is not None, reason=f"{co
 def make_reward_model(folder: Path, base_dir: Path, seed: int = 1, tokenizer=None) -> Path:
     """Save a random LoRA reward model on ``base_dir`` in the `alignkit rm` layout (adapter + head)."""
     from alignkit.models import heads, lora, registry
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
+    from alignkit.models.device import resolve_precision
+    from alignkit.rewards.model import RewardModel
 
     torch.manual_seed(seed)
     tok = tokenizer or registry.load_tokenizer(str(base_dir), padding_side="right")

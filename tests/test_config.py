@@ -81,7 +81,7 @@ def test_every_recipe_parses():
     """Every shipped recipe must resolve against its command's config."""
     from pathlib import Path
 
-    from alignkit.config import command_configs
+    from alignkit.cli.recipes import command_configs
 
     root = Path(__file__).resolve().parents[1] / "recipes"
     recipes = sorted(p for p in root.glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Where models run: `registry.default_device`'s rules, and (on a CUDA machine) every command on the GPU.
+"""Where models run: `device.default_device`'s rules, and (on a CUDA machine) every command on the GPU.
 
 The rules are checked anywhere with a monkeypatched ``torch.cuda.is_available``. The end-to-end tests need a
 real GPU (they skip without one): each runs one command on the session's tiny Llama and asserts that CUDA
@@ -16,7 +16,7 @@ import torch
 
 from alignkit.cli import main
 from alignkit.errors import ConfigError
-from alignkit.models import registry
+from alignkit.models import device as device_module
 from factories import make_policy, make_reward_model
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Say something kind.", "What is 2 + 2?"]
@@ -36,20 +36,20 @@ def no_device_env(monkeypatch):
 
 def test_cpu_without_cuda(no_device_env):
     no_device_env.setattr(torch.cuda, "is_available", lambda: False)
-    assert registry.default_device() == torch.device("cpu")
+    assert device_module.default_device() == torch.device("cpu")
     no_device_env.setenv("LOCAL_RANK", "1")  # a rank without a GPU still runs on the CPU
-    assert registry.default_device() == torch.device("cpu")
+    assert device_module.default_device() == torch.device("cpu")
 
 
 def test_cuda_of_the_local_rank(no_device_env):
     no_device_env.setattr(torch.cuda, "is_available", lambda: True)
     no_device_env.setattr(torch.cuda, "device_count", lambda: 2)
-    assert registry.default_device() == torch.device("cuda", 0)
+    assert device_module.default_device() == torch.device("cuda", 0)
     no_device_env.setenv("LOCAL_RANK", "1")  # set per process by accelerate launch / torchrun
-    assert registry.default_device() == torch.device("cuda", 1)
+    assert device_module.default_device() == torch.device("cuda", 1)
     no_device_env.setenv("LOCAL_RANK", "2")  # more processes than cards: a clear error, not an NCCL one
     with pytest.raises(ConfigError, match="LOCAL_RANK=2 has no GPU of its own: this machine has 2"):
-        registry.default_device()
+        device_module.default_device()
 
 
 def test_accelerate_launch_on_the_cpu(no_device_env):
@@ -58,30 +58,30 @@ def test_accelerate_launch_on_the_cpu(no_device_env):
     no_device_env.setattr(torch.cuda, "device_count", lambda: 1)
     no_device_env.setenv("LOCAL_RANK", "1")
     no_device_env.setenv("ACCELERATE_USE_CPU", "True")  # what accelerate's launcher exports
-    assert registry.default_device() == torch.device("cpu")
+    assert device_module.default_device() == torch.device("cpu")
     no_device_env.setenv("ACCELERATE_USE_CPU", "False")
     with pytest.raises(ConfigError, match="LOCAL_RANK=1"):
-        registry.default_device()
+        device_module.default_device()
     no_device_env.setenv("ALIGNKIT_DEVICE", "cuda:0")  # ours wins
     no_device_env.setenv("ACCELERATE_USE_CPU", "True")
-    assert registry.default_device() == torch.device("cuda", 0)
+    assert device_module.default_device() == torch.device("cuda", 0)
 
 
 def test_env_overrides(no_device_env):
     no_device_env.setattr(torch.cuda, "is_available", lambda: True)
     no_device_env.setenv("LOCAL_RANK", "1")
     no_device_env.setenv("ALIGNKIT_DEVICE", "cpu")
-    assert registry.default_device() == torch.device("cpu")
+    assert device_module.default_device() == torch.device("cpu")
     no_device_env.setenv("ALIGNKIT_DEVICE", "cuda:3")
-    assert registry.default_device() == torch.device("cuda", 3)
+    assert device_module.default_device() == torch.device("cuda", 3)
     no_device_env.setenv("ALIGNKIT_DEVICE", "gpu-please")
     with pytest.raises(ConfigError, match="ALIGNKIT_DEVICE"):
-        registry.default_device()
+        device_module.default_device()
 
 
 def test_forced_cpu_loads_the_policy_on_the_cpu(no_device_env, tiny_model_dir):
     from alignkit.sampling.config import SampleConfig
-    from alignkit.sampling.sample import load_policy
+    from alignkit.sampling.run import load_policy
 
     no_device_env.setenv("ALIGNKIT_DEVICE", "cpu")
     model, _, _ = load_policy(SampleConfig(model=str(tiny_model_dir), dtype="fp32"))
@@ -112,7 +112,7 @@ def on_gpu(monkeypatch):
     """The commands' default device (cuda:0 here); the peak-memory counter reset before the command."""
     monkeypatch.delenv("ALIGNKIT_DEVICE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert registry.default_device().type == "cuda"
+    assert device_module.default_device().type == "cuda"
     torch.cuda.reset_peak_memory_stats()
 
 

@@ -201,7 +201,7 @@ def test_command_detection(tmp_path):
 
 def test_config_markers_belong_to_one_trainer_only():
     """`CONFIG_MARKERS` stands in for importing the trainer configs (torch); keep it true to them."""
-    from alignkit.config import command_configs
+    from alignkit.cli.recipes import command_configs
 
     fields = {c: {f.name for f in dataclasses.fields(cls)} for c, cls in command_configs().items()}
     trainers = ("rm", "dpo", "kto", "sft", "ppo")

@@ -9,7 +9,8 @@ import pytest
 
 from alignkit.config import TrainConfig
 from alignkit.errors import ConfigError, UserError
-from alignkit.runs import Run, atomic_write_json, read_metrics
+from alignkit.files import atomic_write_json
+from alignkit.runs import Run, read_metrics
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from alignkit.errors import ConfigError
+from alignkit.files import atomic_write_text
 
 C = TypeVar("C")
 
@@ -207,8 +208,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: Path) -> None:
-    from alignkit.runs import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
@@ -303,34 +302,3 @@ class InspectConfig:
 
         if self.kind is not None and self.kind not in KINDS:
             raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-
-
-def command_configs() -> dict[str, type]:
-    """Command name -> its config dataclass (recipes/<command>[_variant].yaml resolve against these).
-
-    Trainer configs live beside their trainers; they are imported lazily so that
-    `alignkit --help` stays fast.
-    """
-    import importlib
-
-    table: dict[str, type] = {"inspect": InspectConfig}
-    for command, (module, name) in _TRAINER_CONFIGS.items():
-        try:
-            table[command] = getattr(importlib.import_module(module), name)
-        except ModuleNotFoundError as e:  # a trainer that has not landed yet
-            if e.name != module:
-                raise
-    return table
-
-
-# command -> (module, config class); each trainer module registers itself here when it lands.
-_TRAINER_CONFIGS: dict[str, tuple[str, str]] = {
-    "rm": ("alignkit.trainers.rm_config", "RMConfig"),
-    "dpo": ("alignkit.trainers.dpo_config", "DPOConfig"),
-    "kto": ("alignkit.trainers.kto_config", "KTOConfig"),
-    "sft": ("alignkit.trainers.sft_config", "SFTConfig"),
-    "ppo": ("alignkit.trainers.ppo_config", "PPOConfig"),
-    "judge": ("alignkit.feedback.config", "JudgeConfig"),
-    "label": ("alignkit.feedback.config", "LabelConfig"),
-    "sample": ("alignkit.sampling.config", "SampleConfig"),
-}

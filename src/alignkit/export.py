@@ -4,9 +4,9 @@ What the run directory holds decides what is written (`inspect_run`):
 
 - a reward model (`alignkit rm`: ``reward_model/``, or a dir whose ``alignkit_model.json`` has kind
   ``reward``) -> ``AutoModelForSequenceClassification`` (one label): adapter merged, head as ``score``
-  (`alignkit.trainers.reward_model.export_reward_model`);
+  (`alignkit.rewards.model.export_reward_model`);
 - a policy LoRA adapter (dpo, kto, sft, ppo: ``adapter_config.json`` in the run dir) ->
-  ``AutoModelForCausalLM``: the adapter merged into the base in fp32 (`trl_common.export_run`);
+  ``AutoModelForCausalLM``: the adapter merged into the base in fp32 (`models.merge.merge_adapter_run`);
 - full weights trained with ``--no-lora`` (dpo/kto/sft: ``config.json`` in the run dir; ppo:
   ``policy/config.json``) -> the checkpoint's files copied, nothing to merge.
 
@@ -82,7 +82,7 @@ def _is_checkpoint(folder: Path) -> bool:
 def inspect_run(path: str | os.PathLike) -> RunContents:
     """Classify ``path`` (see the module docstring); `UserError` naming what was expected otherwise."""
     from alignkit.models import registry
-    from alignkit.trainers.reward_model import REWARD_DIR, _is_sequence_classifier
+    from alignkit.rewards.model import REWARD_DIR, _is_sequence_classifier
 
     folder = Path(path)
     if not folder.is_dir():
@@ -131,8 +131,8 @@ def copy_checkpoint(source: Path, output: Path, run: Path) -> Path:
     """
     import yaml
 
+    from alignkit.files import atomic_dir, atomic_write_json
     from alignkit.models import registry
-    from alignkit.runs import atomic_dir, atomic_write_json
 
     meta = registry.read_model_meta(source) or registry.read_model_meta(run)
     if not meta.get("base"):
@@ -165,14 +165,14 @@ def export(run: str | os.PathLike, output: str | os.PathLike, overwrite: bool = 
         raise UserError(f"{target} already exists; pass --overwrite to replace it or choose another --output")
     contents = inspect_run(run)
     if contents.kind == "reward":
-        from alignkit.trainers.reward_model import export_reward_model
+        from alignkit.rewards.model import export_reward_model
 
         written = export_reward_model(contents.folder, target, overwrite=overwrite)
         loads_with, how = "AutoModelForSequenceClassification", "merged"
     elif contents.kind == "adapter":
-        from alignkit.trainers.trl_common import export_run
+        from alignkit.models.merge import merge_adapter_run
 
-        written = export_run(contents.folder, target)
+        written = merge_adapter_run(contents.folder, target)
         loads_with, how = "AutoModelForCausalLM", "merged"
     else:
         written = copy_checkpoint(contents.folder, target, Path(run))

@@ -16,94 +16,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from alignkit.config import config_to_dict, diff_configs, save_config
 from alignkit.errors import ConfigError, UserError
+from alignkit.files import atomic_dir, atomic_write_json, atomic_write_text, jsonable
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
 
 
 RUN_FILE = "run.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: tensors/numpy scalars to numbers, NaN/inf to None, paths to str."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            obj = obj.item()
-        except (ValueError, RuntimeError):
-            return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:
-    """Build a directory in a temp dir beside ``final``, then rename it into place."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 class Run:
@@ -121,7 +50,6 @@ class Run:
         is overwritten by accident; ``--resume`` requires the saved config to
         match (apart from options that are safe to change).
         """
-        from alignkit.config import config_to_dict, diff_configs, save_config
 
         if output is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -160,7 +88,7 @@ class Run:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Append one JSON object (``{"step": N, ...}``) to metrics.jsonl and flush it."""
-        row = {"step": step, **_jsonable(metrics)}
+        row = {"step": step, **jsonable(metrics)}
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -8,7 +8,7 @@ import pytest
 
 from alignkit.cli import main
 from alignkit.evaluation.compare import judge_wins, score_summary, std, win_from_scores
-from alignkit.feedback.judge import Verdict
+from alignkit.feedback.judges.base import Verdict
 from factories import make_policy, make_reward_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

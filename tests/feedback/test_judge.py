@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from alignkit.cli import main
+from alignkit.data.labels import read_label_records, read_labels
 from alignkit.errors import ConfigError
-from alignkit.feedback.judge import JudgeInput, PairOutcome, Verdict, combine, verdict_from_logps
-from alignkit.feedback.judge_local import LocalJudge, choice_token_ids
-from alignkit.feedback.store import read_label_records, read_labels
+from alignkit.feedback.judges.base import JudgeInput, PairOutcome, Verdict, combine, verdict_from_logps
+from alignkit.feedback.judges.local import LocalJudge, choice_token_ids
 from alignkit.feedback.templates import PRINCIPLES, builtin, load_template
 
 INPUTS = [

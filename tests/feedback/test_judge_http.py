@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
+import alignkit.feedback.judges.http as judge_http
 from alignkit.cli import main
+from alignkit.data.labels import read_labels
 from alignkit.errors import ConfigError
-from alignkit.feedback import judge_http
-from alignkit.feedback.judge_http import (
+from alignkit.feedback.judges.http import (
     RateLimiter,
     endpoint_url,
     logps_from_reply,
     parse_choice,
     parse_reply,
 )
-from alignkit.feedback.store import read_labels
 
 KEY = "sk-test-SECRET-0123456789"
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from alignkit.cli import main
+from alignkit.data.labels import read_label_records, read_labels
 from alignkit.feedback.items import load_candidates
 from alignkit.feedback.label import (
     LabelSession,
@@ -16,7 +17,7 @@ from alignkit.feedback.label import (
     ranks_from_groups,
 )
 from alignkit.feedback.stats import compute_stats
-from alignkit.feedback.store import LabelStore, read_label_records, read_labels
+from alignkit.feedback.store import LabelStore
 
 
 def _session(path, out, mode="pair", annotator="ana", **kw):

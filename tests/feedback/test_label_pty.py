@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from alignkit.feedback.store import read_labels
+from alignkit.data.labels import read_labels
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit.feedback.judge import JudgeInput
-from alignkit.feedback.simulated import (
+from alignkit.feedback.judges.base import JudgeInput
+from alignkit.feedback.judges.simulated import (
     EMPTY_SCORE,
     SimulatedJudge,
     content_words,

@@ -7,16 +7,11 @@ import os
 
 import pytest
 
+from alignkit.data.labels import is_label_file, label_items, read_label_records, read_labels
 from alignkit.data.load import load_records
 from alignkit.errors import DataError, UserError
 from alignkit.feedback.items import load_candidates, make_item_id, shown_order
-from alignkit.feedback.store import (
-    LabelStore,
-    is_label_file,
-    label_items,
-    read_label_records,
-    read_labels,
-)
+from alignkit.feedback.store import LabelStore
 
 P = [{"role": "user", "content": "Q?"}]
 

@@ -89,10 +89,10 @@ def test_rm_and_dpo_train_in_bf16_with_it_like_with_sdpa(tmp_path, tiny_model_di
     from pathlib import Path
 
     from alignkit.cli import main
+    from alignkit.models.device import cpu_has_bf16
     from alignkit.runs import read_metrics
-    from alignkit.trainers.loop import bf16_supported
 
-    if not bf16_supported("cpu"):
+    if not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
     monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # on a GPU machine the commands would train on the GPU
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alignkit.errors import ConfigError, ModelError
-from alignkit.models import registry
+from alignkit.models import device, registry
 
 
 def _word_tokenizer(vocab: dict[str, int], **specials):
@@ -39,20 +39,20 @@ def _word_tokenizer(vocab: dict[str, int], **specials):
     ],
 )
 def test_resolve_dtype_names(spec, expected):
-    assert registry.resolve_dtype(spec) == expected
+    assert device.resolve_dtype(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["fp8", "int8", "", torch.int8])
 def test_resolve_dtype_rejects_unknown(spec):
     with pytest.raises(ConfigError, match="dtype"):
-        registry.resolve_dtype(spec)
+        device.resolve_dtype(spec)
 
 
 @pytest.mark.parametrize(("has_bf16", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
 def test_resolve_dtype_auto_follows_cpu(monkeypatch, has_bf16, expected):
-    monkeypatch.setattr(registry, "cpu_has_bf16", lambda: has_bf16)
-    assert registry.resolve_dtype("auto") == expected
-    assert registry.resolve_dtype("auto", device="cpu") == expected
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: has_bf16)
+    assert device.resolve_dtype("auto") == expected
+    assert device.resolve_dtype("auto", device="cpu") == expected
 
 
 def test_cpu_has_bf16_matches_cpuinfo():
@@ -63,7 +63,7 @@ def test_cpu_has_bf16_matches_cpuinfo():
     if not flags_lines:
         pytest.skip("/proc/cpuinfo lists no flags (not x86)")
     flags = set(flags_lines[0].split(":", 1)[1].split())
-    assert registry.cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert device.cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 # ---------------------------------------------------------------------------------------- cache / names

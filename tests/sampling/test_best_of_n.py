@@ -13,7 +13,7 @@ import torch
 
 from alignkit.data.load import load_records
 from alignkit.data.records import conversation
-from alignkit.rewards import FunctionScorer, RewardMember, RewardSet, template_suffix_ids
+from alignkit.rewards.ensemble import FunctionScorer, RewardMember, RewardSet, template_suffix_ids
 from alignkit.sampling.best_of_n import (
     best_index,
     kl_bound,
@@ -121,7 +121,7 @@ def test_score_generations_gate(tokenizer):
 def test_same_tokenizer_members_get_the_sampled_ids_with_the_template_suffix(tokenizer):
     """A member on the policy's tokenizer scores prompt ids + response ids (+ the chat template's suffix
     after EOS for finished answers; nothing for answers cut at max_new_tokens)."""
-    from alignkit.rewards import template_suffix_ids
+    from alignkit.rewards.ensemble import template_suffix_ids
 
     seen = []
 
@@ -165,8 +165,8 @@ def test_exports_load_as_preference_and_sft(tmp_path):
 def test_candidates_of_a_prompt_are_scored_as_one_group(tmp_path, tiny_model_dir, one_thread):
     """A reward model that shares prompts gets each prompt's candidates as one group (its prompt forwarded
     once); the scores equal one forward pass per candidate, and a text-only member is unaffected."""
-    from alignkit.rewards import ModelScorer
-    from alignkit.trainers.reward_model import load_reward_model
+    from alignkit.rewards.ensemble import ModelScorer
+    from alignkit.rewards.model import load_reward_model
     from factories import make_reward_model
 
     model = load_reward_model(make_reward_model(tmp_path / "rm", tiny_model_dir), dtype="fp32")

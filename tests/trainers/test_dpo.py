@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import alignkit.trainers.trl.common as common
 from alignkit.cli import main
 from alignkit.config import field_help
 from alignkit.runs import read_metrics
-from alignkit.trainers import trl_common as common
 from alignkit.trainers.dpo import pair_metrics
 from alignkit.trainers.dpo_config import DPO_LOSSES, DPOConfig, loss_help
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from alignkit.cli import main
 from alignkit.config import build_config
-from alignkit.trainers.ppo_config import PPOConfig
+from alignkit.trainers.online.config import PPOConfig
 from factories import make_reward_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,9 +114,9 @@ def _cfg(model_dir, prompts, rm, **over):
 
 
 def _setup(cfg):
-    from alignkit.rewards import load_reward_set, template_suffix_ids
-    from alignkit.trainers.ppo_dist import Dist
-    from alignkit.trainers.ppo_models import build_models, init_value_from_reward
+    from alignkit.rewards.ensemble import load_reward_set, template_suffix_ids
+    from alignkit.trainers.online.distributed import Dist
+    from alignkit.trainers.online.models import build_models, init_value_from_reward
 
     models = build_models(cfg)
     rewards = load_reward_set(
@@ -132,8 +132,8 @@ def test_one_update_trains_policy_and_value_only(tiny_model_dir, prompts_file, r
     from alignkit.losses.ppo import RunningMoments
     from alignkit.models import lora, registry
     from alignkit.trainers import loop
-    from alignkit.trainers.ppo import ppo_update
-    from alignkit.trainers.ppo_rollout import make_experience
+    from alignkit.trainers.online.ppo import ppo_update
+    from alignkit.trainers.online.rollout import make_experience
 
     cfg = _cfg(tiny_model_dir, prompts_file, rm_dir)
     models, rewards, dist, suffix = _setup(cfg)
@@ -161,7 +161,7 @@ def test_one_update_trains_policy_and_value_only(tiny_model_dir, prompts_file, r
     plain = registry.load_model(str(tiny_model_dir), dtype="fp32", device=ids.device)  # the rollout's device
     with models.as_reference() as ref:
         ref_logps = models.token_logps(ref, ids, mask, resp, cfg.temperature)[0]
-    from alignkit.trainers.ppo_models import positions_of
+    from alignkit.trainers.online.models import positions_of
 
     logits = plain(input_ids=ids, attention_mask=mask.long(), position_ids=positions_of(mask)).logits
     P = ids.shape[1] - resp.shape[1]
@@ -197,7 +197,7 @@ def test_resume_matches_an_uninterrupted_run(
     tiny_model_dir, prompts_file, rm_dir, tmp_path, capsys, monkeypatch
 ):
     """Run 4 steps; run again but die after the step-2 checkpoint, then --resume: the same metrics."""
-    import alignkit.trainers.ppo as ppo_module
+    import alignkit.trainers.online.ppo as ppo_module
 
     extra = ("--max-steps", "4", "--save-every", "2", "--adaptive-kl", "--kl-target", "0.05", "--score-norm",
              "whiten")  # fmt: skip
@@ -245,7 +245,7 @@ def test_resume_with_another_config_names_the_key(tiny_model_dir, prompts_file, 
 def test_value_head_nan_stops_with_checkpoint_intact(
     tiny_model_dir, prompts_file, rm_dir, tmp_path, capsys, monkeypatch
 ):
-    from alignkit.trainers.ppo_models import PPOModels
+    from alignkit.trainers.online.models import PPOModels
 
     real = PPOModels.values
     calls = {"n": 0}
@@ -353,7 +353,7 @@ def test_sft_start_reference_is_the_sft_model(tiny_model_dir, prompts_file, rm_d
     (a frozen copy of the adapter), so the KL is 0 before any update and non-zero against the base."""
     from alignkit.losses.ppo import RunningMoments
     from alignkit.models import lora, registry
-    from alignkit.trainers.ppo_rollout import make_experience
+    from alignkit.trainers.online.rollout import make_experience
 
     torch.manual_seed(5)
     base = registry.load_model(str(tiny_model_dir), dtype="fp32")

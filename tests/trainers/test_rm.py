@@ -15,13 +15,14 @@ import torch
 from alignkit.cli import main
 from alignkit.config import build_config
 from alignkit.errors import TrainingError
+from alignkit.models.device import Precision, resolve_precision
+from alignkit.rewards.comparisons import collate, encode_answers, prepare_comparisons
+from alignkit.rewards.model import load_reward_model
 from alignkit.runs import Run, read_metrics
 from alignkit.trainers import loop
 from alignkit.trainers import rm as rm_module
-from alignkit.trainers.reward_model import load_reward_model
 from alignkit.trainers.rm import build_reward_model, seed_everything, train_reward_model
 from alignkit.trainers.rm_config import RMConfig
-from alignkit.trainers.rm_data import collate, encode_answers, prepare_comparisons
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "rm_tiny.yaml"
 
@@ -70,7 +71,7 @@ def train_in_process(cfg: RMConfig):
     from alignkit.data.load import load_records
 
     seed_everything(cfg.seed)
-    rm = build_reward_model(cfg, loop.resolve_precision(cfg.dtype, cfg.lora))
+    rm = build_reward_model(cfg, resolve_precision(cfg.dtype, cfg.lora))
     data = prepare_comparisons(load_records(cfg.data).records, rm.tokenizer, cfg.max_length)
     run = Run.create("rm", cfg.output, cfg)
     before = {n: p.detach().clone() for n, p in rm.named_parameters()}
@@ -142,7 +143,7 @@ def test_rankings_one_forward_per_answer_each_ranking_one_comparison(tmp_path, t
 
 def test_ranking_batch_weights_each_ranking_as_one_comparison(tokenizer):
     from alignkit.losses.reward import ranking_loss
-    from alignkit.trainers.rm_data import Comparison
+    from alignkit.rewards.comparisons import Comparison
 
     ranking = Comparison([[5, 6], [7], [8, 9, 10]], (0, 1, 2), [1, 1, 2])
     pair = Comparison([[5], [6]], (0, 1), [1, 1])
@@ -201,7 +202,7 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_model_dir):
 def test_run_saves_loads_and_exports_a_classifier_that_scores_identically(tmp_path, tiny_model_dir, capsys):
     from transformers import AutoModelForSequenceClassification
 
-    from alignkit.trainers.rm_data import pad_right
+    from alignkit.rewards.comparisons import pad_right
 
     data = write_pairs(tmp_path / "p.jsonl")
     out = tmp_path / "run"
@@ -605,10 +606,10 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_resolve_precision():
-    assert loop.resolve_precision("fp32", lora=True) == loop.Precision("fp32", torch.float32, None)
-    bf16 = loop.resolve_precision("bf16", lora=True)
+    assert resolve_precision("fp32", lora=True) == Precision("fp32", torch.float32, None)
+    bf16 = resolve_precision("bf16", lora=True)
     assert bf16.frozen_dtype == torch.bfloat16 and bf16.autocast_dtype == torch.bfloat16
-    assert loop.resolve_precision("bf16", lora=False).frozen_dtype == torch.float32  # fp32 master weights
+    assert resolve_precision("bf16", lora=False).frozen_dtype == torch.float32  # fp32 master weights
 
 
 def test_bf16_training_runs_and_keeps_trainables_fp32(tmp_path, tiny_model_dir):

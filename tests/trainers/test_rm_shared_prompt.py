@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from alignkit.data.records import Message
-from alignkit.trainers.reward_model import load_reward_model
-from alignkit.trainers.rm_data import Comparison, collate, pack_shared, prepare_comparisons
+from alignkit.rewards.comparisons import Comparison, collate, pack_shared, prepare_comparisons
+from alignkit.rewards.model import load_reward_model
 from factories import make_reward_model
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -101,7 +101,7 @@ def test_packed_training_batch_gives_the_same_scores_and_gradients(reward_model)
 
 
 def test_a_sequence_classifier_does_not_share_prompts(reward_model, tmp_path):
-    from alignkit.trainers.reward_model import export_reward_model
+    from alignkit.rewards.model import export_reward_model
 
     exported = load_reward_model(export_reward_model(tmp_path / "rm", tmp_path / "plain"), dtype="fp32")
     assert not exported.shares_prompt
@@ -160,7 +160,7 @@ def _groups(tokenizer):
 @pytest.mark.parametrize("limit", [None, 40])
 def test_score_groups_equals_one_pass_per_answer(tmp_path, tiny_model_dir, monkeypatch, limit, device):
     """Groups bigger than the batch, or than PACK_TOKENS packed, are split over rows; scores are unchanged."""
-    from alignkit.trainers import reward_model as module
+    import alignkit.rewards.model as module
 
     if limit is not None:
         monkeypatch.setattr(module, "PACK_TOKENS", limit)
@@ -176,7 +176,7 @@ def test_score_groups_equals_one_pass_per_answer(tmp_path, tiny_model_dir, monke
 
 
 def test_split_groups_cuts_into_the_fewest_even_packs(monkeypatch):
-    from alignkit.trainers import reward_model as module
+    import alignkit.rewards.model as module
 
     prompt = list(range(100, 120))  # 20 shared tokens
     group = [prompt + [k] * n for k, n in enumerate((3, 5, 2, 4, 6))]  # answers differ from their first token

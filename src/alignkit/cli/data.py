@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.config import InspectConfig
 
@@ -96,7 +96,7 @@ def demo_data_command(
 
         alignkit data demo --output runs/demo-data
     """
-    from alignkit.data.demo import write_demo_pairs, write_demo_prompts
+    from alignkit.demo.data import write_demo_pairs, write_demo_prompts
 
     pairs = write_demo_pairs(output / "demo_pairs.jsonl")
     prompts = write_demo_prompts(output / "demo_prompts.jsonl")

@@ -1,11 +1,11 @@
-"""`alignkit demo`: the whole pipeline on the embedded default model (see alignkit/demo.py)."""
+"""`alignkit demo`: the whole pipeline on the embedded default model (see alignkit/demo/pipeline.py)."""
 
 from __future__ import annotations
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app, main
 from alignkit.cli.options import config_command
-from alignkit.demo_config import DemoConfig
+from alignkit.demo.config import DemoConfig
 
 
 @app.command("demo")
@@ -19,8 +19,8 @@ def demo_command(cfg: DemoConfig) -> None:
 
         alignkit demo --output runs/demo
     """
-    from alignkit.demo import run_demo
+    from alignkit.demo.pipeline import run_demo
 
-    result = run_demo(cfg)
+    result = run_demo(cfg, runner=main)
     if cfg.json:
         console.print_json(result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.trainers.dpo_config import DPOConfig, loss_lines
 from alignkit.trainers.kto_config import KTOConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from alignkit.cli import app
+from alignkit.cli.app import app
 
 eval_app = typer.Typer(help="Evaluate models: reward models (rm), and more to come.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.export import ExportConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.feedback.config import JudgeConfig, LabelConfig
 
@@ -105,7 +105,8 @@ def judge_command(cfg: JudgeConfig) -> None:
 
         alignkit judge --data samples.jsonl --output ai_labels.jsonl --template harmless --swap
     """
-    from alignkit.feedback.judge import JudgeEndpointError, run_judge
+    from alignkit.feedback.judge import run_judge
+    from alignkit.feedback.judges.base import JudgeEndpointError
 
     try:
         summary = run_judge(cfg)

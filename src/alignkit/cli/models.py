@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 
 
 @app.command("models")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 
 
 @app.command("plot")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
-from alignkit.trainers.ppo_config import PPOConfig
+from alignkit.trainers.online.config import PPOConfig
 
 
 @app.command("ppo")
@@ -27,7 +27,7 @@ def ppo_command(cfg: PPOConfig) -> None:
 
         alignkit ppo --prompts prompts.jsonl --reward-model runs/rm-1 --max-steps 100 -o runs/ppo-1
     """
-    from alignkit.trainers.ppo import run_ppo
+    from alignkit.trainers.online.ppo import run_ppo
 
     summary = run_ppo(cfg)
     if summary.get("process_rank", 0) != 0:  # data parallel: one summary, from the main process

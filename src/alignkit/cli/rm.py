@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.eval import eval_app
 from alignkit.cli.options import config_command
-from alignkit.trainers.rm_config import EvalRMConfig, RMConfig, ScoreConfig
+from alignkit.evaluation.reward_model_config import EvalRMConfig, ScoreConfig
+from alignkit.trainers.rm_config import RMConfig
 
 
 @app.command("rm")
@@ -39,7 +40,7 @@ def eval_rm_command(cfg: EvalRMConfig) -> None:
 
         alignkit eval rm --reward-model runs/rm --data heldout.jsonl --json
     """
-    from alignkit.evaluate_rm import length_warning, run_eval_rm, show_eval
+    from alignkit.evaluation.reward_model import length_warning, run_eval_rm, show_eval
 
     result = run_eval_rm(cfg)
     if cfg.json:
@@ -60,7 +61,7 @@ def score_command(cfg: ScoreConfig) -> None:
 
         alignkit score --reward-model runs/rm --data samples.jsonl --output scored.jsonl
     """
-    from alignkit.evaluate_rm import run_score
+    from alignkit.evaluation.reward_model import run_score
 
     summary = run_score(cfg)
     console.info(f"scored {summary['scored']} of {summary['answers']} answers -> {summary['output']}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alignkit import console
-from alignkit.cli import app
+from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.sampling.config import SampleConfig
 
@@ -19,7 +19,7 @@ def sample_command(cfg: SampleConfig) -> None:
 
         alignkit sample --prompts prompts.jsonl --best-of-n 8 --reward-model runs/rm --output best.jsonl --export-pairs pairs.jsonl
     """
-    from alignkit.sampling.sample import run_sample
+    from alignkit.sampling.run import run_sample
 
     summary = run_sample(cfg)
     if cfg.json:

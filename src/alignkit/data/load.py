@@ -30,6 +30,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from alignkit.data.formats import Format, detect_format, get_format
+from alignkit.data.labels import is_label_file, label_items
 from alignkit.data.records import KINDS, Record
 from alignkit.errors import ConfigError, DataError
 
@@ -224,8 +225,6 @@ def _open(path_or_name: str | Path, split: str | None) -> tuple[str, Iterator[It
         if base.endswith((".jsonl", ".ndjson")):
             # Label files (alignkit label / judge) are append-only event logs: undo rows cancel earlier
             # labels and ties/skips are not training data, so they are read through the store's reader.
-            from alignkit.feedback.store import is_label_file, label_items
-
             if not lower.endswith(".gz") and is_label_file(path):
                 return name, _guard(label_items(path, name), name), False
             return name, _guard(_jsonl_file_items(opener, path, name), name), False

@@ -66,7 +66,7 @@ def judge_wins(
     Which answer is shown first is drawn per pair from ``seed``; with ``swap`` every pair is judged in both
     orders and a verdict that follows the position becomes a tie (Zheng et al. 2023, sec. 3.3).
     """
-    from alignkit.feedback.judge import JudgeInput, combine
+    from alignkit.feedback.judges.base import JudgeInput, combine
 
     rng = random.Random(seed)
     policy_first = [rng.random() < 0.5 for _ in prompts]
@@ -89,7 +89,7 @@ def judge_wins(
 
 def answer_stats(texts: Sequence[str], token_ids: Sequence[Sequence[int]], finished: Sequence[bool]) -> dict:
     """Length (tokens), the share cut at the length limit, repetition and the habit rates of a set of answers."""
-    from alignkit.evaluation.habits import habit_rates
+    from alignkit.habits.rules import habit_rates
 
     lengths = [len(t) for t in token_ids]
     return {

@@ -10,7 +10,7 @@ Both models answer every prompt (same sampling settings, same seed schedule). Th
 * **KL(policy || reference)** estimated from the policy's own samples: the mean over samples of
   sum_t [log pi(y_t|x, y_<t) - log pi_ref(y_t|x, y_<t)] at the sampling temperature (the k1 estimator;
   unbiased, can be negative on few samples; Schulman 2020, "Approximating KL divergence");
-* **length, truncation, repetition** and the **habits** (`alignkit.evaluation.habits`) of both sides;
+* **length, truncation, repetition** and the **habits** (`alignkit.habits.rules`) of both sides;
 * with ``--refusal-prompts``, the refusal rate of both on safe prompts (over-refusal, XSTest).
 """
 
@@ -39,7 +39,7 @@ from alignkit.evaluation.policy_config import EvalPolicyConfig
 
 
 def prompt_text(prompt: Conversation) -> str:
-    from alignkit.feedback.judge import conversation_text
+    from alignkit.feedback.judges.base import conversation_text
 
     return conversation_text(prompt, "user")
 
@@ -52,8 +52,9 @@ class Sides:
         from peft import PeftModel
 
         from alignkit.models import registry
-        from alignkit.rewards import tokenizer_fingerprint
-        from alignkit.sampling.sample import load_policy
+        from alignkit.models.device import default_device
+        from alignkit.rewards.ensemble import tokenizer_fingerprint
+        from alignkit.sampling.run import load_policy
 
         self.model, self.tokenizer, self.base = load_policy(cfg)  # cfg has policy/model/dtype/trust fields
         self.model.eval()
@@ -76,7 +77,7 @@ class Sides:
                 cfg.reference,
                 cfg.dtype,
                 cfg.trust_remote_code,
-                device=registry.default_device(),
+                device=default_device(),
                 tokenizer=tokenizer,
             ).eval()
             self.reference_name = cfg.reference
@@ -154,8 +155,8 @@ def sampled_kl(
 
 # ------------------------------------------------------------------------------------------ scorers
 def reward_scorer(specs, weights, combine, gate, dtype, batch_size, name="proxy") -> PointScorer:
-    from alignkit.models.registry import default_device
-    from alignkit.rewards import as_conversation, load_reward_set
+    from alignkit.models.device import default_device
+    from alignkit.rewards.ensemble import as_conversation, load_reward_set
 
     rewards = load_reward_set(
         specs,
@@ -190,7 +191,7 @@ def reward_scorer(specs, weights, combine, gate, dtype, batch_size, name="proxy"
 
 
 def simulated_scorer(name: str = "simulated") -> PointScorer:
-    from alignkit.feedback.simulated import simulated_scores
+    from alignkit.feedback.judges.simulated import simulated_scores
 
     return PointScorer(name, lambda prompts, answers, finished: simulated_scores(prompts, answers))
 
@@ -330,7 +331,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
 def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
     """Refusal rate of both models on --refusal-prompts (prompts a model should answer)."""
     from alignkit.data.load import load_records
-    from alignkit.evaluation.habits import is_refusal
+    from alignkit.habits.rules import is_refusal
 
     loaded = load_records(cfg.refusal_prompts, kind="prompt", skip_invalid=cfg.skip_invalid)
     prompts = [r.prompt for r in loaded.records]
@@ -346,7 +347,7 @@ def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
 def write_answers(path: Path, prompts, policy, reference, rows: dict[str, Any]) -> None:
     import json
 
-    from alignkit.runs import atomic_write_text
+    from alignkit.files import atomic_write_text
 
     lines = []
     for i, (p, a, b) in enumerate(zip(prompts, policy, reference, strict=True)):

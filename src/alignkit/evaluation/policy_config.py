@@ -71,7 +71,7 @@ class EvalPolicyConfig:
     """Print a one-object JSON summary on stdout at the end."""
 
     def validate(self) -> None:
-        from alignkit.models.registry import resolve_dtype
+        from alignkit.models.device import resolve_dtype
 
         if not self.policy:
             raise ConfigError("--policy RUN_OR_MODEL is required (the policy to evaluate)")

@@ -140,7 +140,7 @@ class JudgeConfig:
         if "://" in self.judge and not self.is_http():
             raise ConfigError(f"--judge {self.judge!r}: only http:// and https:// endpoints are supported")
         if self.is_http():
-            from alignkit.feedback.judge_http import endpoint_url
+            from alignkit.feedback.judges.http import endpoint_url
 
             endpoint_url(self.judge)  # a bad URL fails here, before any file is touched
             if not self.judge_model:

@@ -18,8 +18,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignkit.data.labels import LabelState, read_labels, torn_message
 from alignkit.feedback.items import answer_hash
-from alignkit.feedback.store import LabelState, read_labels, torn_message
 
 
 def _answers(row: dict[str, Any]) -> list[str]:

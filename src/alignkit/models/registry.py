@@ -18,7 +18,6 @@ Secure defaults: ``trust_remote_code=False`` and safetensors weights only.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import importlib.util
 import json
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alignkit.errors import ConfigError, ModelError
+from alignkit.models.device import resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -406,108 +406,10 @@ def adapter_base(folder: str | os.PathLike) -> str:
     return str(base)
 
 
-# ------------------------------------------------------------------------------------------ devices
-
-DEVICE_ENV = "ALIGNKIT_DEVICE"
-
-
 def head_size(config: Any) -> int:
     """Size of one attention head of a transformers config: ``head_dim`` where the config sets it (Gemma,
     Qwen3), else hidden size / query heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def default_device() -> torch.device:
-    """Where the commands put their models: ``$ALIGNKIT_DEVICE`` when set (``cpu`` forces the CPU on a GPU
-    machine; ``cuda:1`` picks a card), else the CPU when ``accelerate launch`` was told to use it
-    (``ACCELERATE_USE_CPU``), else ``cuda:$LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` is set per
-    process by ``accelerate launch`` / ``torchrun``; 0 otherwise), else the CPU.
-
-    Library functions never choose a device themselves: they run on the device of the model they are given.
-    """
-    spec = os.environ.get(DEVICE_ENV, "").strip()
-    if spec:
-        try:
-            return torch.device(spec)
-        except (RuntimeError, ValueError) as error:
-            raise ConfigError(
-                f"{DEVICE_ENV}={spec!r} is not a device; use e.g. cpu, cuda or cuda:1"
-            ) from error
-    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
-        return torch.device("cpu")  # `accelerate launch --cpu` or a config with `use_cpu: true`
-    if torch.cuda.is_available():
-        rank, cards = int(os.environ.get("LOCAL_RANK") or 0), torch.cuda.device_count()
-        if rank >= cards:
-            raise ConfigError(
-                f"process LOCAL_RANK={rank} has no GPU of its own: this machine has {cards}; launch at most "
-                f"{cards} process(es) per machine, or set {DEVICE_ENV}=cpu"
-            )
-        return torch.device("cuda", rank)
-    return torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------------------ dtypes
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (x86 ``avx512_bf16`` or ``amx_bf16``).
-
-    Without it bf16 matmuls are emulated and slower than fp32, so ``"auto"`` picks fp32.
-    """
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    try:  # no /proc (macOS, Windows): ask torch what its kernels were built to use
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:
-        return False
-    return "AMX" in capability.upper()
-
-
-_DTYPE_NAMES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-}
-
-
-def resolve_dtype(spec: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
-    """Parse a dtype option: ``"auto"``, ``"bf16"``/``"bfloat16"``, ``"fp16"``/``"float16"``, ``"fp32"``/``"float32"``.
-
-    ``"auto"`` chooses the dtype of the model *weights* (and of any autocast region a trainer opens): bf16 on a
-    CPU with native bf16 (:func:`cpu_has_bf16`) or a CUDA device that supports it, otherwise fp32. It never picks
-    fp16 (it overflows without loss scaling). ``device`` defaults to the CPU.
-    """
-    if isinstance(spec, torch.dtype):
-        if spec not in (torch.bfloat16, torch.float16, torch.float32):
-            raise ConfigError(f"dtype {spec} is not supported; use bf16, fp16, fp32 or auto")
-        return spec
-    text = str(spec).strip().lower()
-    if text == "auto":
-        where = torch.device(device) if device is not None else torch.device("cpu")
-        if where.type == "cuda":
-            return (
-                torch.bfloat16
-                if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-                else torch.float32
-            )
-        if where.type == "cpu":
-            return torch.bfloat16 if cpu_has_bf16() else torch.float32
-        return torch.float32
-    if text in _DTYPE_NAMES:
-        return _DTYPE_NAMES[text]
-    raise ConfigError(f"dtype '{spec}' is not one of: auto, bf16, bfloat16, fp16, float16, fp32, float32")
 
 
 # --------------------------------------------------------------------------------------------- tokenizers

@@ -29,8 +29,8 @@ def make_plots(paths: list[Path], output: Path | None = None) -> dict[str, Any]:
     Returns ``{"output": DIR, "figures": [{"name", "path", "series": [...]}], "skipped": [{"figure",
     "reason"}], "notes": [...]}``. Raises `UserError` for a bad input or when nothing can be drawn.
     """
+    from alignkit.files import atomic_write_bytes
     from alignkit.plots.figures import FIGURES, Drawn, png_bytes
-    from alignkit.runs import atomic_write_bytes
 
     if not paths:
         raise UserError("give at least one run directory or best-of-n file")

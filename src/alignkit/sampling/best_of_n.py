@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from alignkit.data.records import Conversation, Message, Record
-from alignkit.rewards import RewardSet, TokenBatch, pad_rows, template_suffix_ids
+from alignkit.rewards.ensemble import RewardSet, TokenBatch, pad_rows, template_suffix_ids
 from alignkit.sampling.results import Generation
 
 

@@ -82,7 +82,7 @@ class SampleConfig:
         return 1 if self.n_samples is None else self.n_samples
 
     def validate(self) -> None:
-        from alignkit.models.registry import resolve_dtype
+        from alignkit.models.device import resolve_dtype
 
         def need(ok: bool, message: str) -> None:
             if not ok:

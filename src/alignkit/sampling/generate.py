@@ -186,7 +186,7 @@ def _resolve_dtype(model: nn.Module, dtype: str | torch.dtype | None) -> torch.d
     """The autocast dtype, or None to run in the weights' own dtype."""
     if dtype is None:
         return None
-    from alignkit.models.registry import resolve_dtype
+    from alignkit.models.device import resolve_dtype
 
     weights = next(model.parameters())
     wanted = resolve_dtype(dtype, weights.device)

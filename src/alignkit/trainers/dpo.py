@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import alignkit.trainers.dpo_shared_prompt as dpo_shared
+import alignkit.trainers.trl.common as common
 from alignkit import console
-from alignkit.trainers import dpo_shared
-from alignkit.trainers import trl_common as common
 from alignkit.trainers.dpo_config import DPOConfig, parse_losses
 
 COMMAND = "dpo"

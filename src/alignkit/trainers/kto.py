@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import alignkit.trainers.trl.common as common
 from alignkit import console
-from alignkit.trainers import trl_common as common
 from alignkit.trainers.kto_config import KTOConfig
 
 COMMAND = "kto"

@@ -3,8 +3,6 @@
 Each piece is one small function, so a trainer reads top to bottom and keeps its
 algorithm visible:
 
-- `resolve_precision` / `autocast`: which dtype the frozen weights live in and which
-  dtype the matmuls run in;
 - `build_optimizer` / `build_scheduler` / `plan_steps`: AdamW with linear warm-up then
   cosine decay over a step count fixed by the config;
 - `length_grouped_batches` / `micro_batches`: a reproducible data order (seed + epoch)
@@ -26,7 +24,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +39,6 @@ from alignkit.models.registry import head_size
 __all__ = [
     "ActivationBudget",
     "BatchCursor",
-    "Precision",
-    "autocast",
     "build_optimizer",
     "build_scheduler",
     "check_finite",
@@ -53,26 +49,9 @@ __all__ = [
     "micro_batches",
     "plan_steps",
     "release_freed_memory",
-    "resolve_precision",
     "save_checkpoint",
     "trainable_parameters",
 ]
-
-
-# ---------------------------------------------------------------- precision
-@dataclass(frozen=True)
-class Precision:
-    """How a trainer stores weights and runs its matmuls.
-
-    ``frozen_dtype`` is the storage dtype of weights that receive no gradient (the
-    LoRA base). Trainable weights always stay fp32 (AdamW updates of ~1e-4 x w vanish
-    in bf16's 8-bit mantissa). ``autocast_dtype`` (None = off) is the dtype matmuls run
-    in under `autocast`, which also lets fp32 LoRA weights meet a bf16 base.
-    """
-
-    name: str  # "bf16" | "fp16" | "fp32"
-    frozen_dtype: torch.dtype
-    autocast_dtype: torch.dtype | None
 
 
 def fresh_accelerate_state() -> None:
@@ -109,43 +88,6 @@ def end_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def bf16_supported(device: torch.device | str = "cpu") -> bool:
-    """True where bf16 matmuls are fast: a CUDA card with bf16, or a CPU with AVX512-BF16/AMX."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(spec: str, lora: bool, device: torch.device | str = "cpu") -> Precision:
-    """``auto`` = bf16 where supported, else fp32.
-
-    bf16 with LoRA stores the frozen base in bf16 (half the memory, and no per-step
-    fp32->bf16 weight casts) and keeps the adapter and head in fp32 under bf16 autocast.
-    bf16 without LoRA keeps fp32 master weights under autocast (mixed precision,
-    Micikevicius et al. 2018), since every weight is updated.
-    """
-    name = spec
-    if spec == "auto":
-        name = "bf16" if bf16_supported(device) else "fp32"
-    if name == "fp32":
-        return Precision("fp32", torch.float32, None)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-    if half is None:
-        raise ValueError(f"unknown precision {spec!r}")
-    return Precision(name, half if lora else torch.float32, half)
-
-
-def autocast(precision: Precision, device_type: str = "cpu") -> AbstractContextManager:
-    """Context in which the forward pass runs (a no-op for fp32)."""
-    if precision.autocast_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device_type, dtype=precision.autocast_dtype)
 
 
 # ------------------------------------------------------- activation memory

@@ -34,16 +34,22 @@ import torch
 
 from alignkit import console
 from alignkit.data.records import Record
-from alignkit.errors import ConfigError, DataError, TrainingError
+from alignkit.errors import ConfigError, TrainingError
 from alignkit.losses.reward import centering_loss, ranking_loss
 from alignkit.models.cpu_attention import enable_for_training, saved_bytes_per_score
+from alignkit.models.device import Precision, resolve_precision
+from alignkit.rewards.comparisons import (
+    SHOW_SOURCES,
+    PreparedData,
+    check_trainable_kind,
+    collate,
+    prepare_comparisons,
+    report_prepared,
+)
+from alignkit.rewards.model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
 from alignkit.runs import Run
 from alignkit.trainers import loop
-from alignkit.trainers.reward_model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
 from alignkit.trainers.rm_config import RMConfig
-from alignkit.trainers.rm_data import TRAINABLE_KINDS, PreparedData, collate, prepare_comparisons
-
-SHOW_SOURCES = 5  # sources listed in a warning
 
 
 # ------------------------------------------------------------------- data
@@ -56,12 +62,12 @@ def load_comparisons(cfg: RMConfig) -> tuple[list[Record], list[Record], dict[st
             "--data is required: a preference file (e.g. prefs.jsonl), a `datasets` folder or a hub name"
         )
     loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
-    _check_kind(loaded.kind, cfg.data)
+    check_trainable_kind(loaded.kind, cfg.data)
     train, evals = loaded.records, []
     skipped = list(loaded.skipped)
     if cfg.eval_data:
         ev = load_records(cfg.eval_data, skip_invalid=cfg.skip_invalid)
-        _check_kind(ev.kind, cfg.eval_data)
+        check_trainable_kind(ev.kind, cfg.eval_data)
         evals = ev.records
         skipped += ev.skipped
     elif cfg.eval_split > 0:
@@ -75,38 +81,8 @@ def load_comparisons(cfg: RMConfig) -> tuple[list[Record], list[Record], dict[st
     return train, evals, info
 
 
-def _check_kind(kind: str, path: str) -> None:
-    if kind not in TRAINABLE_KINDS:
-        raise DataError(
-            f"a reward model trains on preference pairs or rankings, but this data holds {kind} records; "
-            "see `alignkit data inspect` for what it holds",
-            path,
-        )
-
-
-def report_prepared(name: str, data: PreparedData, max_length: int) -> None:
-    """Warn about what tokenising changed: dropped over-long answers, cut prompts, duplicates."""
-    if data.dropped_overlength:
-        console.warn(
-            f"{name}: dropped {len(data.dropped_overlength)} comparison(s) with an answer longer than "
-            f"--max-length {max_length} on its own (answers are never cut): "
-            + ", ".join(data.dropped_overlength[:SHOW_SOURCES])
-        )
-    if data.truncated_prompts:
-        console.info(
-            f"{name}: {data.truncated_prompts} sequence(s) had their prompt cut on the left to fit {max_length} tokens"
-        )
-    if data.duplicates:
-        console.warn(
-            f"{name}: {len(data.duplicates)} duplicated comparison(s) (they weigh double): "
-            + ", ".join(data.duplicates[:SHOW_SOURCES])
-        )
-    if not data.comparisons:
-        raise DataError(f"{name}: no comparison left after dropping over-long answers; raise --max-length")
-
-
 # ------------------------------------------------------------------ model
-def build_reward_model(cfg: RMConfig, precision: loop.Precision) -> RewardModel:
+def build_reward_model(cfg: RMConfig, precision: Precision) -> RewardModel:
     """Base LM (frozen, in ``precision.frozen_dtype``) + LoRA adapter ``reward`` + ScalarHead; or all weights."""
     from alignkit.models.heads import ScalarHead
     from alignkit.models.lora import LoraSettings, add_adapter
@@ -154,7 +130,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     """Train, evaluate and save a reward model; return the summary that ``--json`` prints."""
     from accelerate import Accelerator
 
-    from alignkit.models.registry import default_device
+    from alignkit.models.device import default_device
 
     device = default_device()
     # We place the model ourselves (on `device`); accelerate only wraps it for data parallelism.
@@ -167,7 +143,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     train_records, eval_records, data_info = load_comparisons(cfg)
     run = Run.create("rm", cfg.output, cfg, resume=cfg.resume) if main else Run(Path(cfg.output or "."))
     accelerator.wait_for_everyone()
-    precision = loop.resolve_precision(cfg.dtype, cfg.lora, device)
+    precision = resolve_precision(cfg.dtype, cfg.lora, device)
     rm = build_reward_model(cfg, precision)
     rm.to(device)
     if enable_for_training([rm.model], cfg.cpu_attention, precision.autocast_dtype, device):
@@ -189,7 +165,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
         if cfg.merge:
             summary["merged"] = str(export_reward_model(out, run.path / "merged", overwrite=True))
     if evals is not None:
-        from alignkit.evaluate_rm import evaluate_comparisons, show_eval
+        from alignkit.evaluation.reward_model import evaluate_comparisons, show_eval
 
         result = evaluate_comparisons(rm, evals.comparisons, cfg.eval_batch_size)
         summary["eval_accuracy"] = result["accuracy"]
@@ -255,7 +231,7 @@ def train_reward_model(
 
     Returns ``steps``, ``train_seconds`` (this run and the ones it resumed) and ``tokens_per_s``.
     """
-    from alignkit.evaluate_rm import evaluate_comparisons
+    from alignkit.evaluation.reward_model import evaluate_comparisons
 
     main = accelerator.is_main_process
     share_prompt = cfg.share_prompt and rm.shares_prompt

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from alignkit.trainers import trl_common as common
+import alignkit.trainers.trl.common as common
 from alignkit.trainers.sft_config import SFTConfig
 
 COMMAND = "sft"

@@ -22,7 +22,7 @@ class Dist:
     def __init__(self) -> None:
         from accelerate import PartialState
 
-        from alignkit.models.registry import default_device
+        from alignkit.models.device import default_device
         from alignkit.trainers.loop import fresh_accelerate_state
 
         cpu = default_device().type == "cpu"

@@ -7,7 +7,7 @@ so an interrupted demo continues where it stopped.
 1. prompts     the embedded demo prompts, split into training prompts and held-out evaluation prompts
 2. candidates  `alignkit sample`: the base model answers each training prompt several times
 3. labels      `alignkit judge --judge simulated`: the simulated annotator (a documented rule standing in
-               for people, `alignkit.feedback.simulated`) picks the better answer of pairs of candidates
+               for people, `alignkit.feedback.judges.simulated`) picks the better answer of pairs of candidates
 4. rm          `alignkit rm`: a reward model learns those labels; its report holds held-out pair accuracy
 5. best_of_n   `alignkit sample --best-of-n`: N answers per evaluation prompt, the reward model keeps one
 6. dpo         `alignkit dpo`: the policy learns from the same labels directly, with no reward model
@@ -28,9 +28,10 @@ from typing import Any
 
 from alignkit import console
 from alignkit.config import DEFAULT_MODEL
-from alignkit.demo_config import STAGES, DemoConfig
+from alignkit.demo.config import STAGES, DemoConfig
+from alignkit.demo.layout import Layout
 from alignkit.errors import TrainingError, UserError
-from alignkit.runs import atomic_write_json, atomic_write_text
+from alignkit.files import atomic_write_json, atomic_write_text
 
 RUN_COMMANDS = ("rm", "dpo", "ppo")  # stages that write a run directory (checkpoints, --resume)
 
@@ -45,22 +46,17 @@ class Stage:
     output: Path | None = None  # a run directory the stage writes (cleared by --redo, resumed after a stop)
 
 
-class Demo:
-    def __init__(self, cfg: DemoConfig):
-        self.cfg = cfg
-        self.out = Path(cfg.output).expanduser()
-        d = self.out
-        self.train_prompts = d / "data" / "train_prompts.jsonl"
-        self.eval_prompts = d / "data" / "eval_prompts.jsonl"
-        self.candidates = d / "candidates.jsonl"
-        self.pair_items = d / "data" / "pairs_to_label.jsonl"
-        self.labels = d / "labels.jsonl"
-        self.rm = d / "rm"
-        self.bon = d / "best_of_n.jsonl"
-        self.dpo = d / "dpo"
-        self.ppo = d / "ppo"
-        self.results = d / "results.json"
-        self.plots = d / "plots"
+Runner = Callable[[list[str]], int]  # runs one `alignkit` command line, returns its exit status
+
+
+class Demo(Layout):
+    """The demo's stages over its `Layout`; ``runner`` runs each stage's command line."""
+
+    def __init__(self, cfg: DemoConfig, runner: Runner):
+        super().__init__(cfg)
+        self.runner = (
+            runner  # the CLI's `main`, handed down by `alignkit demo` (the demo never imports the CLI)
+        )
 
     # ----------------------------------------------------------------------------------- stages
     def stages(self) -> list[Stage]:
@@ -248,8 +244,6 @@ class Demo:
         def run() -> None:
             import shutil
 
-            from alignkit.cli import main
-
             argv = list(args)
             if output is not None and output.exists():
                 if self.cfg.redo:
@@ -257,7 +251,7 @@ class Demo:
                 elif (output / "config.yaml").exists():
                     argv.append("--resume")  # stopped inside this stage: continue from its last checkpoint
             console.info("$ alignkit " + " ".join(_quote(a) for a in argv))
-            rc = main(argv)
+            rc = self.runner(argv)
             if rc != 0:
                 raise (StageFailed if rc == 2 else StageCrashed)(
                     name, f"`alignkit {args[0]}` exited with status {rc}"
@@ -272,7 +266,7 @@ class Demo:
 
     # ------------------------------------------------------------------------------------- glue
     def write_prompts(self) -> None:
-        from alignkit.data.demo import demo_prompt_sets
+        from alignkit.demo.data import demo_prompt_sets
 
         train, held = demo_prompt_sets(self.cfg.eval_prompts)
         for path, prompts in ((self.train_prompts, train), (self.eval_prompts, held)):
@@ -296,7 +290,7 @@ class Demo:
         atomic_write_text(self.pair_items, "\n".join(lines) + "\n")
 
     def evaluate(self) -> None:
-        from alignkit.demo_eval import evaluate_methods
+        from alignkit.demo.compare import evaluate_methods
 
         result = evaluate_methods(self)
         atomic_write_json(self.results, result)
@@ -331,7 +325,7 @@ class Demo:
         result = json.loads(self.results.read_text())
         result["stage_seconds"] = timings
         result["seconds"] = round(time.perf_counter() - started, 1)
-        from alignkit.demo_eval import show_table
+        from alignkit.demo.compare import show_table
 
         show_table(result)
         return result
@@ -362,8 +356,9 @@ def _quote(arg: str) -> str:
     return arg if arg and all(ch.isalnum() or ch in "-_./=:" for ch in arg) else json.dumps(arg)
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, runner: Runner) -> dict[str, Any]:
+    """Run (or continue) the demo; ``runner`` runs each stage's command line (the CLI's ``main``)."""
     cfg.validate()
     if cfg.stage is not None and cfg.stage not in STAGES:  # validate() says so; kept for type checkers
         raise UserError(f"unknown stage {cfg.stage}")
-    return Demo(cfg).run()
+    return Demo(cfg, runner).run()

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+import alignkit.trainers.dpo_shared_prompt as dpo_shared
 from alignkit.cli import main
 from alignkit.runs import read_metrics
-from alignkit.trainers import dpo_shared
 
 from .test_dpo import dpo_args, write_pairs
 

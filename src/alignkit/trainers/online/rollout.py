@@ -36,11 +36,11 @@ from alignkit.losses.ppo import (
     masked_whiten,
     per_token_rewards,
 )
-from alignkit.rewards import RewardSet, TokenBatch, pad_rows
+from alignkit.rewards.ensemble import RewardSet, TokenBatch, pad_rows
 from alignkit.sampling.generate import SamplingSettings, generate
-from alignkit.trainers.ppo_config import PPOConfig
-from alignkit.trainers.ppo_dist import Dist
-from alignkit.trainers.ppo_models import PPOModels
+from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.distributed import Dist
+from alignkit.trainers.online.models import PPOModels
 
 
 @dataclass
@@ -200,7 +200,7 @@ def make_experience(
         metrics[f"reward/{name}"] = s.mean().item()
     if gold is not None:
         from alignkit.evaluation.policy import prompt_text
-        from alignkit.rewards import as_conversation
+        from alignkit.rewards.ensemble import as_conversation
 
         texts = [prompt_text(as_conversation(p)) for p in prompts]
         gold_scores = gold.score(texts, batch.texts, packed.finished.tolist())

@@ -162,14 +162,14 @@ def demo_prompts() -> list[str]:
 
 def write_demo_pairs(path: Path) -> Path:
     """Write the demo preference pairs as JSONL and return the path."""
-    from alignkit.runs import atomic_write_text
+    from alignkit.files import atomic_write_text
 
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in demo_records_json()))
     return Path(path)
 
 
 def write_demo_prompts(path: Path) -> Path:
-    from alignkit.runs import atomic_write_text
+    from alignkit.files import atomic_write_text
 
     atomic_write_text(Path(path), "".join(json.dumps({"prompt": p}) + "\n" for p in demo_prompts()))
     return Path(path)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from alignkit.errors import ModelError
-from alignkit.feedback.judge import JudgeInput, Verdict, verdict_from_logps
+from alignkit.feedback.judges.base import JudgeInput, Verdict, verdict_from_logps
 from alignkit.feedback.templates import Template
 
 ELLIPSIS = " [...]"
@@ -79,7 +79,8 @@ class LocalJudge:
         device: str | None = None,
         trust_remote_code: bool = False,
     ) -> LocalJudge:
-        from alignkit.models.registry import default_device, load_model, load_tokenizer
+        from alignkit.models.device import default_device
+        from alignkit.models.registry import load_model, load_tokenizer
 
         device = device or default_device()
         tokenizer = load_tokenizer(name, padding_side="left", trust_remote_code=trust_remote_code)

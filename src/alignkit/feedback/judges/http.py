@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from alignkit.errors import ConfigError, UserError
-from alignkit.feedback.judge import JudgeEndpointError, JudgeInput, Verdict, verdict_from_logps
+from alignkit.feedback.judges.base import JudgeEndpointError, JudgeInput, Verdict, verdict_from_logps
 from alignkit.feedback.templates import Template
 
 API_KEY_ENV = "ALIGNKIT_JUDGE_API_KEY"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignkit.errors import ConfigError
-from alignkit.rewards import (
+from alignkit.rewards.ensemble import (
     FunctionScorer,
     RewardMember,
     RewardSet,
@@ -108,8 +108,8 @@ def test_sample_gate_naming_no_reward_model_names_gate(tiny_model_dir, tmp_path,
 
     from alignkit.cli import main
     from alignkit.models import heads, lora, registry
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import RewardModel
+    from alignkit.models.device import resolve_precision
+    from alignkit.rewards.model import RewardModel
 
     tok = registry.load_tokenizer(str(tiny_model_dir), padding_side="right")
     model = lora.add_adapter(registry.load_model(str(tiny_model_dir), dtype="fp32", tokenizer=tok), "reward",
@@ -144,7 +144,7 @@ def byte_tok():
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("_conftest", Path(__file__).parent / "conftest.py")
+    spec = importlib.util.spec_from_file_location("_conftest", Path(__file__).parents[1] / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.tiny_chatml_tokenizer()
@@ -175,7 +175,7 @@ def test_retokenise_for_a_different_tokenizer(tokenizer, byte_tok):
 def test_encoding_ends_like_the_reward_model_was_trained(tokenizer, byte_tok):
     """Finished: the whole chat rendering (ChatML: <|im_end|> then the template's newline, what `alignkit rm`
     trains on). Unfinished (cut at the length limit): the rendering stops before the template's <|im_end|>."""
-    from alignkit.rewards import template_suffix_ids
+    from alignkit.rewards.ensemble import template_suffix_ids
 
     for tok in (tokenizer, byte_tok):
         suffix = template_suffix_ids(tok)

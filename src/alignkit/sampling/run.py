@@ -81,11 +81,12 @@ def _check_outputs(cfg: SampleConfig) -> dict[str, Path]:
 
 def load_policy(cfg: SampleConfig) -> tuple[Any, Any, str]:
     """(model, tokenizer, base model name) for --model, or for --policy RUN (adapter on its base, or a
-    full checkpoint: the run dir itself or PPO's RUN/policy). The model is on `registry.default_device`."""
+    full checkpoint: the run dir itself or PPO's RUN/policy). The model is on `models.device.default_device`."""
     from alignkit.models import lora, registry
+    from alignkit.models.device import default_device
 
     trust = cfg.trust_remote_code
-    device = registry.default_device()
+    device = default_device()
     if cfg.policy is None:
         name = cfg.model or DEFAULT_MODEL
         tokenizer = registry.load_tokenizer(name, trust_remote_code=trust)
@@ -118,8 +119,8 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
     """The `RewardSet`; same-base LoRA reward models become extra adapters on a LoRA policy's base."""
     from peft import PeftModel
 
-    from alignkit.models.registry import default_device
-    from alignkit.rewards import load_reward_set
+    from alignkit.models.device import default_device
+    from alignkit.rewards.ensemble import load_reward_set
 
     shared = isinstance(model, PeftModel)
     return load_reward_set(

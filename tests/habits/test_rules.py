@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit.evaluation.habits import (
+from alignkit.habits.rules import (
     HABITS,
     habit_rates,
     has_ai_disclaimer,

@@ -392,13 +392,13 @@ def load_reward_set(
     other reward model (another base, a full fine-tune, a sequence classifier) loads
     on its own. ``gate`` is ``NAME:THRESHOLD`` for ``combine="gate"``; ``gate_option`` is the flag that gave
     it, named in `parse_gate`'s errors. ``device``: where the models that load on their own go (None: the
-    CPU; commands pass `registry.default_device`); adapters on ``shared_model`` live on its device.
+    CPU; commands pass `models.device.default_device`); adapters on ``shared_model`` live on its device.
     """
+    from alignkit.models.device import resolve_precision
     from alignkit.models.heads import load_head
     from alignkit.models.lora import load_adapter
     from alignkit.models.registry import load_tokenizer, read_model_meta
-    from alignkit.trainers.loop import resolve_precision
-    from alignkit.trainers.reward_model import (
+    from alignkit.rewards.model import (
         DEFAULT_MAX_LENGTH,
         KIND,
         RewardModel,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from alignkit.feedback.judge import JudgeInput, Verdict
+from alignkit.feedback.judges.base import JudgeInput, Verdict
 
 WEIGHTS = {
     "relevance": 2.0,
@@ -101,7 +101,7 @@ def length_penalty(answer: str) -> float:
 
 def score_parts(prompt: str, answer: str) -> dict[str, float]:
     """Each term of the rule before weighting (habits are 0/1), plus ``length_penalty``."""
-    from alignkit.evaluation import habits
+    import alignkit.habits.rules as habits
 
     return {
         "relevance": relevance(prompt, answer),

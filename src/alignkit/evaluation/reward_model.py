@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from alignkit import console
-from alignkit.trainers.rm_data import Comparison
+from alignkit.rewards.comparisons import Comparison
 
 LENGTH_WARNING = 0.5
 CALIBRATION_BINS = 10
@@ -226,8 +226,8 @@ def length_warning(result: dict[str, Any]) -> None:
 # ------------------------------------------------------------- commands
 def _load_for_scoring(cfg: Any) -> tuple[Any, Any]:
     from alignkit.data.load import load_records
-    from alignkit.models.registry import default_device
-    from alignkit.trainers.reward_model import load_reward_model
+    from alignkit.models.device import default_device
+    from alignkit.rewards.model import load_reward_model
 
     loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
     if loaded.skipped:
@@ -242,11 +242,10 @@ def _load_for_scoring(cfg: Any) -> tuple[Any, Any]:
 
 def run_eval_rm(cfg: Any) -> dict[str, Any]:
     """`alignkit eval rm`: evaluate a reward model on preference pairs / rankings; return the metrics."""
-    from alignkit.trainers.rm import _check_kind, report_prepared
-    from alignkit.trainers.rm_data import prepare_comparisons
+    from alignkit.rewards.comparisons import check_trainable_kind, prepare_comparisons, report_prepared
 
     reward_model, loaded = _load_for_scoring(cfg)
-    _check_kind(loaded.kind, cfg.data)
+    check_trainable_kind(loaded.kind, cfg.data)
     data = prepare_comparisons(loaded.records, reward_model.tokenizer, reward_model.max_length)
     report_prepared(str(cfg.data), data, reward_model.max_length)
     with console.progress("scoring", total=None, unit="answer", status=False):
@@ -271,8 +270,8 @@ def run_score(cfg: Any) -> dict[str, Any]:
     import json
 
     from alignkit.errors import DataError
-    from alignkit.runs import atomic_write_text
-    from alignkit.trainers.rm_data import encode_answers
+    from alignkit.files import atomic_write_text
+    from alignkit.rewards.comparisons import encode_answers
 
     reward_model, loaded = _load_for_scoring(cfg)
     if loaded.kind == "prompt":

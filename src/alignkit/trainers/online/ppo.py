@@ -38,13 +38,13 @@ from alignkit.losses.ppo import (
     clipped_value_loss,
     masked_mean,
 )
-from alignkit.rewards import load_reward_set, template_suffix_ids
+from alignkit.rewards.ensemble import load_reward_set, template_suffix_ids
 from alignkit.runs import Run, read_metrics
 from alignkit.trainers import loop
-from alignkit.trainers.ppo_config import PPOConfig
-from alignkit.trainers.ppo_dist import Dist
-from alignkit.trainers.ppo_models import PPOModels, build_models, init_value_from_reward, print_roles
-from alignkit.trainers.ppo_rollout import Experience, evaluate_policy, make_experience, rollout_seed
+from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.distributed import Dist
+from alignkit.trainers.online.models import PPOModels, build_models, init_value_from_reward, print_roles
+from alignkit.trainers.online.rollout import Experience, evaluate_policy, make_experience, rollout_seed
 from alignkit.watch import Watch
 
 # Metrics averaged over processes at the end of a step (the rest are this process's or already global).
@@ -446,7 +446,7 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
 
 
 def reward_set_path(cfg: PPOConfig, index: int) -> str:
-    from alignkit.rewards import parse_reward_spec
+    from alignkit.rewards.ensemble import parse_reward_spec
 
     return parse_reward_spec(cfg.reward_model[index])[1]
 

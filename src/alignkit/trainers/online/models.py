@@ -11,7 +11,7 @@ view of it::
 With ``--sft RUN`` (an adapter run) the SFT adapter is loaded twice: as "policy"
 (trainable, so the policy starts as the SFT model) and as "sft" (frozen, the
 reference). A reward model on another base, or a plain sequence classifier, loads
-on its own (`alignkit.rewards.load_reward_set`).
+on its own (`alignkit.rewards.ensemble.load_reward_set`).
 
 Without LoRA (``--no-lora``) the policy is a full trainable copy, the reference a
 frozen copy (which also hosts a same-base reward adapter), and the value model a
@@ -20,7 +20,7 @@ third copy with its head. See docs/ppo.md for the memory arithmetic.
 Every forward here takes the layout the sampler packs: ``ids`` (B, P + R) = left-padded
 prompt then right-padded response, ``mask`` True on real tokens; positions are
 ``cumsum(mask) - 1`` so padding never shifts a row. Inputs are moved to the model's
-device (`registry.default_device` at load time) and results come back there. Hidden states are sliced to the
+device (`models.device.default_device` at load time) and results come back there. Hidden states are sliced to the
 R positions that predict response tokens *before* the LM head (P - 1 ... P + R - 2):
 prompt positions never pay for the (H x V) vocabulary projection.
 """
@@ -41,8 +41,8 @@ from alignkit import console
 from alignkit.errors import ConfigError
 from alignkit.losses.ppo import entropy_from_logits, logprobs_from_logits
 from alignkit.models import heads, lora, registry
-from alignkit.trainers.loop import Precision, autocast, resolve_precision
-from alignkit.trainers.ppo_config import PPOConfig
+from alignkit.models.device import Precision, autocast, default_device, resolve_precision
+from alignkit.trainers.online.config import PPOConfig
 
 POLICY, VALUE, SFT = "policy", "value", "sft"
 
@@ -281,7 +281,7 @@ def _starting_point(cfg: PPOConfig) -> tuple[str, Path | None]:
 
 def build_models(cfg: PPOConfig) -> PPOModels:
     """Load the base once and set up the roles for ``cfg`` (LoRA or full fine-tuning), on `default_device`."""
-    device = registry.default_device()
+    device = default_device()
     precision = resolve_precision(cfg.dtype, lora=cfg.lora, device=device)
     base_name, sft_dir = _starting_point(cfg)
     tokenizer = registry.load_tokenizer(
@@ -360,7 +360,7 @@ def init_value_from_reward(models: PPOModels, reward_dir: Path) -> bool:
     reward head's weights into the value head. Returns False (and changes nothing) when the
     reward model is not a same-base LoRA one or the run is not a LoRA run.
     """
-    from alignkit.trainers.reward_model import KIND, reward_model_dir
+    from alignkit.rewards.model import KIND, reward_model_dir
 
     folder = reward_model_dir(reward_dir)
     meta = registry.read_model_meta(folder)

@@ -11,10 +11,16 @@ import pytest
 import torch
 
 from alignkit.cli import main
-from alignkit.evaluate_rm import calibration, evaluate_comparisons, length_warning, pair_metrics, pearson
-from alignkit.trainers.rm_data import Comparison
+from alignkit.evaluation.reward_model import (
+    calibration,
+    evaluate_comparisons,
+    length_warning,
+    pair_metrics,
+    pearson,
+)
+from alignkit.rewards.comparisons import Comparison
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "rm_tiny.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "rm_tiny.yaml"
 
 
 def sigmoid(x: float) -> float:

@@ -8,7 +8,7 @@ to alignkit's plumbing, one small function per job:
 - `fit_records`: cut prompts from the left (oldest turns first) so prompt + answer fits ``--max-length``;
   drop, count and report an answer that alone does not fit (answers are never cut silently);
 - `to_dataset`: `Record`s -> a `datasets.Dataset` in TRL's conversational format;
-- `load_policy` / `peft_config` / `resolve_precision`: the model from our registry, LoRA as a PEFT config
+- `load_policy` / `peft_config` / `training_precision`: the model from our registry, LoRA as a PEFT config
   (so TRL takes the reference from the same weights with the adapter disabled: no second copy);
 - `prepare`: all of the above, in order, before the run dir is opened (a `Setup`);
 - `training_args` / `eval_args`: our `TrainConfig` -> TRL's config (a `transformers.TrainingArguments`);
@@ -16,7 +16,7 @@ to alignkit's plumbing, one small function per job:
 - `RunCallback`: TRL's logs -> our ``metrics.jsonl`` (`Run.log`) and console progress; HF checkpoints
   ``checkpoint-N`` -> our ``checkpoints/step-N``;
 - `train`: ``--resume`` -> ``trainer.train(resume_from_checkpoint=checkpoints/step-N)``;
-- `save_outputs` / `export_run`: the adapter (loadable by plain ``PeftModel.from_pretrained``), ``--merge``;
+- `save_outputs`: the adapter (loadable by plain ``PeftModel.from_pretrained``), ``--merge``;
 - `conclude`: after training, the model saved and report.json written (`base_report` + the command's
   fields + `run_facts`).
 """
@@ -41,7 +41,9 @@ from alignkit import console
 from alignkit.config import TrainConfig
 from alignkit.data.records import Conversation, Message, Record
 from alignkit.errors import ConfigError, DataError, ModelError
-from alignkit.runs import CHECKPOINT_RE, Run, atomic_write_json
+from alignkit.models.device import Precision, resolve_precision
+from alignkit.models.merge import merge_adapter_run
+from alignkit.runs import CHECKPOINT_RE, Run
 
 TRAINER_DIR = "trainer"  # HF Trainer's scratch output_dir inside a run (model card, partial checkpoints)
 IDENTICAL_REASON = "identical"  # the loader's reason for a pair whose chosen equals rejected contains this
@@ -306,36 +308,21 @@ def to_dataset(records: Sequence[Record], kind: str):
 
 
 # ------------------------------------------------------------------------------------- model, precision
-@dataclass(frozen=True)
-class Precision:
-    """Weights dtype and autocast, as TRL/transformers take them (``bf16=True`` is autocast, also on CPU)."""
-
-    name: str  # "bf16" | "fp16" | "fp32"
-    weights: torch.dtype  # dtype of the loaded (frozen, for LoRA) weights
-    bf16: bool  # TrainingArguments.bf16: autocast the forward passes to bf16
-    fp16: bool
-
-
 def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_precision(cfg: TrainConfig) -> Precision:
-    """``auto`` -> bf16 where the CPU/GPU computes it natively (registry.resolve_dtype), else fp32.
+def training_precision(cfg: TrainConfig) -> Precision:
+    """The run's `Precision` on this machine's device type (``--dtype fp16`` needs a GPU).
 
     LoRA + bf16: the frozen base is stored in bf16 (half the memory, no per-step weight casts); PEFT keeps
-    the adapter in fp32 and autocast runs the matmuls in bf16. Full fine-tuning + bf16: fp32 master weights
-    under autocast (mixed precision; AdamW steps of ~lr*w vanish in bf16's 8-bit mantissa).
+    the adapter in fp32 and autocast runs the matmuls in bf16 (TRL's ``bf16=True``). Full fine-tuning +
+    bf16: fp32 master weights under autocast (AdamW steps of ~lr*w vanish in bf16's 8-bit mantissa).
     """
-    from alignkit.models.registry import resolve_dtype
-
-    dtype = resolve_dtype(cfg.dtype, device_type())
-    if dtype == torch.float32:
-        return Precision("fp32", torch.float32, False, False)
-    if dtype == torch.float16 and device_type() == "cpu":
+    precision = resolve_precision(cfg.dtype, cfg.lora, device_type())
+    if precision.fp16 and device_type() == "cpu":
         raise ConfigError("--dtype fp16 needs a GPU; on a CPU use bf16 (if supported) or fp32")
-    name = "bf16" if dtype == torch.bfloat16 else "fp16"
-    return Precision(name, dtype if cfg.lora else torch.float32, name == "bf16", name == "fp16")
+    return precision
 
 
 @dataclass
@@ -380,7 +367,9 @@ def load_policy(cfg: TrainConfig, precision: Precision) -> Policy:
     )
     if registry.is_adapter_dir(path):
         base_name = registry.adapter_base(path)
-        base = registry.load_model(base_name, precision.weights, cfg.trust_remote_code, tokenizer=tokenizer)
+        base = registry.load_model(
+            base_name, precision.frozen_dtype, cfg.trust_remote_code, tokenizer=tokenizer
+        )
         if cfg.lora:
             model = lora.load_adapter(base, path, "default", trainable=True)
             return Policy(
@@ -395,7 +384,7 @@ def load_policy(cfg: TrainConfig, precision: Precision) -> Policy:
         merged.train()
         return Policy(merged, tokenizer, str(cfg.model), None, f"all weights of {cfg.model} (adapter merged)")
     model = registry.load_model(
-        path, precision.weights, cfg.trust_remote_code, for_training=not cfg.lora, tokenizer=tokenizer
+        path, precision.frozen_dtype, cfg.trust_remote_code, for_training=not cfg.lora, tokenizer=tokenizer
     )
     if cfg.lora:
         return Policy(
@@ -432,7 +421,7 @@ def load_reference(cfg: TrainConfig, ref_name: str | None, precision: Precision,
 
     ref_tok = registry.load_tokenizer(ref_name, trust_remote_code=cfg.trust_remote_code)
     check_same_tokenizer(tokenizer, ref_tok, ref_name)
-    return registry.load_model(ref_name, precision.weights, cfg.trust_remote_code, tokenizer=ref_tok)
+    return registry.load_model(ref_name, precision.frozen_dtype, cfg.trust_remote_code, tokenizer=ref_tok)
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -465,7 +454,7 @@ def prepare(cfg: TrainConfig, kind: str, needs_reference: bool, title: str) -> S
             "--data is required: a data file (.jsonl .json .csv .parquet), a `datasets` folder or a hub name"
         )
     procs = start_processes()
-    precision = resolve_precision(cfg)
+    precision = training_precision(cfg)
     train_records, eval_records, stats = load_train_eval(cfg, kind)
     policy = load_policy(cfg, precision)
     train_records = fit_records(policy.tokenizer, train_records, cfg.max_length, stats)
@@ -494,7 +483,7 @@ def prepare(cfg: TrainConfig, kind: str, needs_reference: bool, title: str) -> S
         f"data: {len(train_records)} train, {len(eval_records)} eval ({kind}); precision {precision.name}"
     )
     from alignkit.models.cpu_attention import enable_for_training
-    from alignkit.models.registry import default_device
+    from alignkit.models.device import default_device
 
     if enable_for_training(
         [policy.model, ref_model],
@@ -813,7 +802,7 @@ def save_outputs(trainer: Any, policy: Policy, run: Run, cfg: TrainConfig, comma
 
     LoRA: ``adapter_config.json`` + ``adapter_model.safetensors`` + ``alignkit_model.json`` in the run dir
     itself, so ``PeftModel.from_pretrained(base, run_dir)`` and ``--model run_dir`` both work. Full fine-tuning:
-    a standalone checkpoint in the run dir. ``--merge`` (LoRA): ``merged/`` via `export_run`.
+    a standalone checkpoint in the run dir. ``--merge`` (LoRA): ``merged/`` via `models.merge.merge_adapter_run`.
     """
     from peft import PeftModel
 
@@ -829,7 +818,7 @@ def save_outputs(trainer: Any, policy: Policy, run: Run, cfg: TrainConfig, comma
         policy.tokenizer.save_pretrained(str(run.path))
         out["adapter"] = str(run.path)
         if cfg.merge:
-            out["merged"] = str(export_run(run.path, run.path / "merged"))
+            out["merged"] = str(merge_adapter_run(run.path, run.path / "merged"))
     else:
         model.save_pretrained(str(run.path), safe_serialization=True)
         policy.tokenizer.save_pretrained(str(run.path))
@@ -838,50 +827,6 @@ def save_outputs(trainer: Any, policy: Policy, run: Run, cfg: TrainConfig, comma
         )
         out["adapter"] = None
     return out
-
-
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "fp32") -> Path:
-    """Merge the LoRA adapter of a run (dpo, kto, sft, ppo: any policy adapter dir) into a standalone HF checkpoint.
-
-    The base named in ``alignkit_model.json`` is loaded in ``dtype`` (fp32 by default, so the merge
-    ``W0 + alpha/r * B A`` is not rounded to bf16), the adapter attached and merged, and the result written
-    with safetensors and the tokenizer, atomically; plain ``AutoModelForCausalLM.from_pretrained(out_dir)``
-    loads it. Reward-model runs (a ``reward_model/`` dir) are exported by the rm trainer instead.
-    """
-    from alignkit.models import lora, registry
-    from alignkit.runs import atomic_dir
-
-    folder = Path(run_dir)
-    if (folder / "reward_model").is_dir():
-        raise ModelError(
-            f"{folder} is a reward-model run: export it with the rm trainer's export (alignkit export)"
-        )
-    if not registry.is_adapter_dir(folder):
-        raise ModelError(f"{folder} holds no LoRA adapter (adapter_config.json): nothing to merge")
-    meta = registry.read_model_meta(folder)
-    base_name = registry.adapter_base(folder)
-    adapter = str(meta.get("adapter") or "default")
-    tokenizer = registry.load_tokenizer(base_name)
-    base = registry.load_model(base_name, dtype, tokenizer=tokenizer)
-    peft_model = lora.load_adapter(base, folder, adapter)
-    merged = peft_model.merge_and_unload()
-    merged.eval()
-
-    def build(tmp: Path) -> None:
-        merged.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        atomic_write_json(
-            tmp / registry.MODEL_META_FILE,
-            {
-                "base": base_name,
-                "adapter": "",
-                "kind": meta.get("kind", "policy"),
-                "merged_from": str(folder.resolve()),
-                "format": "merged",
-            },
-        )
-
-    return atomic_dir(Path(out_dir), build)
 
 
 # ---------------------------------------------------------------------------------------------- reports

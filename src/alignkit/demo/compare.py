@@ -1,6 +1,6 @@
 """The demo's final comparison: base, best-of-n, DPO and PPO on held-out prompts, gold versus proxy.
 
-Gold is the simulated annotator (`alignkit.feedback.simulated`, the rule that labelled the training pairs);
+Gold is the simulated annotator (`alignkit.feedback.judges.simulated`, the rule that labelled the training pairs);
 proxy is the reward model trained on those labels. Win rates are against the base model's answers to the
 same prompts, by the gold rule, ties half. KL: DPO and PPO estimated from samples by `alignkit eval
 policy`; best-of-n the analytic bound log N - (N-1)/N (Stiennon et al. 2020); base 0.
@@ -18,10 +18,10 @@ from alignkit import console
 from alignkit.evaluation.compare import mean, stderr, win_from_scores
 
 if TYPE_CHECKING:
-    from alignkit.demo import Demo
+    from alignkit.demo.layout import Layout
 
 
-def _policy_eval(demo: Demo, run, name: str) -> dict[str, Any]:
+def _policy_eval(demo: Layout, run, name: str) -> dict[str, Any]:
     from alignkit.evaluation.policy import run_eval_policy
     from alignkit.evaluation.policy_config import EvalPolicyConfig
 
@@ -79,9 +79,9 @@ def _row(
     }
 
 
-def evaluate_methods(demo: Demo) -> dict[str, Any]:
+def evaluate_methods(demo: Layout) -> dict[str, Any]:
     """Evaluate every method; returns {"methods": [...], "reward_model": {...}, "settings": {...}}."""
-    from alignkit.feedback.simulated import simulated_score
+    from alignkit.feedback.judges.simulated import simulated_score
     from alignkit.sampling.best_of_n import kl_bound
 
     dpo = _policy_eval(demo, demo.dpo, "dpo")
@@ -106,8 +106,8 @@ def evaluate_methods(demo: Demo) -> dict[str, Any]:
     ]
 
     # Best-of-n: its chosen answer against each base answer to the same prompt.
-    from alignkit.feedback.judge import conversation_text
-    from alignkit.rewards import as_conversation
+    from alignkit.feedback.judges.base import conversation_text
+    from alignkit.rewards.ensemble import as_conversation
 
     bon_wins, bon_gold, bon_proxy, bon_length = [], [], [], []
     n = demo.cfg.best_of_n
@@ -151,12 +151,12 @@ def evaluate_methods(demo: Demo) -> dict[str, Any]:
         },
         "eval_prompts": len(base_by_prompt),
         "answers_per_prompt": k,
-        "gold": "simulated annotator (alignkit.feedback.simulated)",
+        "gold": "simulated annotator (alignkit.feedback.judges.simulated)",
         "proxy": str(demo.rm),
     }
 
 
-def _wins(demo: Demo, name: str) -> list[float]:
+def _wins(demo: Layout, name: str) -> list[float]:
     """Per-answer gold wins of a policy over the base, from its evaluation file."""
     lines = [json.loads(x) for x in (demo.out / f"eval_{name}.jsonl").read_text().splitlines() if x]
     return win_from_scores([x["gold_policy"] for x in lines], [x["gold_reference"] for x in lines])

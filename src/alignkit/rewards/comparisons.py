@@ -26,12 +26,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from alignkit import console
 from alignkit.data.records import Conversation, Message, Record, text_of
 from alignkit.errors import DataError
 from alignkit.losses.reward import batch_ranking_pairs
 from alignkit.models.shared_prompt import SharedPrompt, common_prefix, pack
 
 TRAINABLE_KINDS = ("preference", "ranking")
+SHOW_SOURCES = 5  # sources listed in a warning
 
 
 # ---------------------------------------------------------------- tokenising
@@ -292,3 +294,34 @@ def collate(comparisons: Sequence[Comparison], pad_id: int, share_prompt: bool =
         shared=shared,
         computed_tokens=int(attention_mask.sum()),
     )
+
+
+def check_trainable_kind(kind: str, path: str) -> None:
+    """A reward model trains on preferences or rankings: any other kind of data is the user's error."""
+    if kind not in TRAINABLE_KINDS:
+        raise DataError(
+            f"a reward model trains on preference pairs or rankings, but this data holds {kind} records; "
+            "see `alignkit data inspect` for what it holds",
+            path,
+        )
+
+
+def report_prepared(name: str, data: PreparedData, max_length: int) -> None:
+    """Warn about what tokenising changed: dropped over-long answers, cut prompts, duplicates."""
+    if data.dropped_overlength:
+        console.warn(
+            f"{name}: dropped {len(data.dropped_overlength)} comparison(s) with an answer longer than "
+            f"--max-length {max_length} on its own (answers are never cut): "
+            + ", ".join(data.dropped_overlength[:SHOW_SOURCES])
+        )
+    if data.truncated_prompts:
+        console.info(
+            f"{name}: {data.truncated_prompts} sequence(s) had their prompt cut on the left to fit {max_length} tokens"
+        )
+    if data.duplicates:
+        console.warn(
+            f"{name}: {len(data.duplicates)} duplicated comparison(s) (they weigh double): "
+            + ", ".join(data.duplicates[:SHOW_SOURCES])
+        )
+    if not data.comparisons:
+        raise DataError(f"{name}: no comparison left after dropping over-long answers; raise --max-length")

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.errors import ModelError
+from alignkit.models.device import Precision, autocast, resolve_precision
 from alignkit.models.shared_prompt import SharedPrompt, common_prefix, mask_for, pack, supports_shared_prompt
-from alignkit.trainers.loop import Precision, autocast, resolve_precision
-from alignkit.trainers.rm_data import Comparison, encode_answers, pad_right
+from alignkit.rewards.comparisons import Comparison, encode_answers, pad_right
 
 ADAPTER_NAME = "reward"
 KIND = "reward"
@@ -312,7 +312,7 @@ def load_reward_model(
     ``base_model``: a causal LM already in memory (e.g. PPO's policy base) to attach the
     ``reward`` adapter to, instead of loading the base again. ``max_length`` defaults
     to the one the model was trained with. ``device``: where the model goes (None: the CPU; commands pass
-    `registry.default_device`); with ``base_model`` it is that model's device.
+    `models.device.default_device`); with ``base_model`` it is that model's device.
     """
     from alignkit.models.heads import load_head
     from alignkit.models.lora import load_adapter
