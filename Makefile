@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Unit tests (offline, tiny models) plus the integration tests that find ../shared/data.
+# The import contracts (pyproject.toml [tool.importlinter]), unit tests (offline, tiny models), then the
+# integration tests that find ../shared/data.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" tests
 	$(BIN)/python -m pytest -q -m slow tests
 
@@ -28,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/alignkit demo --output runs/demo
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

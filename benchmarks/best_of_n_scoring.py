@@ -90,13 +90,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    from alignkit.models import registry
+    from alignkit.models import default, registry
     from alignkit.rewards.ensemble import ModelScorer, RewardMember, RewardSet
     from alignkit.sampling.best_of_n import score_generations
     from alignkit.sampling.generate import generate
 
     print(f"machine: {machine()}", flush=True)
-    name = registry.DEFAULT_MODEL
+    name = default.DEFAULT_MODEL
     tokenizer = registry.load_tokenizer(name)
     policy = registry.load_model(name, dtype="bf16", tokenizer=tokenizer)
     rm = reward_model(registry.load_model(name, dtype="bf16", tokenizer=tokenizer), tokenizer)

@@ -86,7 +86,7 @@ def prepare_data(folder: Path, pairs: int, max_length: int) -> tuple[Path, int]:
     """The first ``pairs`` pairs, fitted to ``max_length`` by alignkit, as TRL's conversational jsonl."""
     from alignkit.data.load import load_records
     from alignkit.models.registry import load_tokenizer
-    from alignkit.trainers.trl.common import DataStats, fit_records
+    from alignkit.trainers.trl.data import DataStats, fit_records
 
     records = load_records(str(DATA), kind="preference", skip_invalid=True, limit=pairs).records
     records = fit_records(load_tokenizer("smollm2-135m-instruct"), records, max_length, DataStats())
@@ -295,8 +295,9 @@ def evaluate_adapter(
 def quality(ratio: float, timeout: float) -> None:
     """The quality comparison (see the module docstring); prints one JSON line."""
     from alignkit.data.load import load_records, split_records
-    from alignkit.models.registry import load_tokenizer, prepare_default
-    from alignkit.trainers.trl.common import DataStats, fit_records
+    from alignkit.models.default import prepare_default
+    from alignkit.models.registry import load_tokenizer
+    from alignkit.trainers.trl.data import DataStats, fit_records
 
     model_dir = str(prepare_default())
     env = {
@@ -449,7 +450,7 @@ def main() -> None:
         quality(args.quality, max(args.timeout, 3600.0))
         return
 
-    from alignkit.models.registry import prepare_default
+    from alignkit.models.default import prepare_default
 
     model_dir = str(prepare_default())
     env = {

@@ -72,9 +72,9 @@ BATCH = len(PROMPTS) * N_SAMPLES
 def load(dtype: str = "bf16"):
     """The embedded default through alignkit's registry (GGUF → cached checkpoint on first use)."""
     try:
-        from alignkit.models import registry
+        from alignkit.models import default, registry
 
-        name = registry.DEFAULT_MODEL
+        name = default.DEFAULT_MODEL
         return registry.load_model(name, dtype=dtype), registry.load_tokenizer(name)
     except ImportError:  # registry not there: read the GGUF directly
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -174,7 +174,8 @@ def profile_step(compiled: bool = False) -> None:
     """Break one decode step at batch 128 down by operator (torch.profiler), plus the sampler alone."""
     from torch.profiler import ProfilerActivity, profile
 
-    from alignkit.sampling.generate import SamplingSettings, _check_model, _Decoder, _sampling_mode
+    from alignkit.sampling.decoder import Decoder as _Decoder
+    from alignkit.sampling.generate import SamplingSettings, _check_model, _sampling_mode
     from alignkit.sampling.pick import pick_tokens
     from alignkit.sampling.prompts import encode_prompts
 

@@ -79,23 +79,23 @@ def prepare(work: Path) -> dict[str, str]:
     import torch
 
     from alignkit.demo.data import demo_prompts
-    from alignkit.models import heads, lora, registry
+    from alignkit.models import default, heads, lora, registry
     from alignkit.models.device import resolve_precision
     from alignkit.rewards.model import RewardModel
 
-    model_dir = registry.prepare_default()
+    model_dir = default.prepare_default()
     base_prompts = demo_prompts()
     prompts = [base_prompts[i % len(base_prompts)] for i in range(PROMPTS)]
     prompts_path = work / "prompts.jsonl"
     prompts_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     rm_dir = work / "rm" / "reward_model"
     torch.manual_seed(0)
-    tokenizer = registry.load_tokenizer(registry.DEFAULT_MODEL, padding_side="right")
-    base = registry.load_model(registry.DEFAULT_MODEL, dtype="fp32", tokenizer=tokenizer)
+    tokenizer = registry.load_tokenizer(default.DEFAULT_MODEL, padding_side="right")
+    base = registry.load_model(default.DEFAULT_MODEL, dtype="fp32", tokenizer=tokenizer)
     model = lora.add_adapter(base, "reward", lora.LoraSettings(r=LORA_R, alpha=2 * LORA_R))
     head = heads.ScalarHead(base.config.hidden_size, init="reward")
     RewardModel(model, head, tokenizer, resolve_precision("fp32", lora=True), 1024, adapter="reward").save(
-        rm_dir, base=registry.DEFAULT_MODEL
+        rm_dir, base=default.DEFAULT_MODEL
     )
     return {"model_dir": str(model_dir), "prompts": str(prompts_path), "rm_dir": str(rm_dir)}
 

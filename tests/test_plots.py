@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from alignkit.cli import main
-from alignkit.plots.best_of_k import best_of_k_curve, best_of_k_weights, kl_bound, rank_order
+from alignkit.losses.kl import best_of_n_kl_bound as kl_bound
+from alignkit.plots.best_of_k import best_of_k_curve, best_of_k_weights, rank_order
 from alignkit.plots.sources import CONFIG_MARKERS, read_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -277,7 +278,7 @@ def test_best_of_k_ends_match_the_file(tmp_path):
 
 
 def test_kl_bound_matches_the_sampler():
-    from alignkit.sampling.best_of_n import kl_bound as sampler_kl_bound
+    from alignkit.losses.kl import best_of_n_kl_bound as sampler_kl_bound
 
     ks = [1, 2, 4, 16, 64]
     np.testing.assert_allclose(kl_bound(ks), [sampler_kl_bound(k) for k in ks], rtol=1e-12)

@@ -302,3 +302,15 @@ class InspectConfig:
 
         if self.kind is not None and self.kind not in KINDS:
             raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+
+@dataclass
+class ModelsConfig:
+    """`alignkit models`."""
+
+    prepare: bool = False
+    """Convert the embedded default (GGUF) into a normal HF checkpoint in the cache, once."""
+    force: bool = False
+    """With --prepare: convert again even if the cache has it."""
+    json: bool = False
+    """Print one JSON object on stdout."""

@@ -11,13 +11,8 @@ import pytest
 import torch
 
 from alignkit.cli import main
-from alignkit.evaluation.reward_model import (
-    calibration,
-    evaluate_comparisons,
-    length_warning,
-    pair_metrics,
-    pearson,
-)
+from alignkit.evaluation.reward_model import calibration, evaluate_comparisons, pair_metrics, pearson
+from alignkit.reports.reward_model import length_warning
 from alignkit.rewards.comparisons import Comparison
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "rm_tiny.yaml"

@@ -7,22 +7,11 @@ import math
 import pytest
 import torch
 
-from alignkit.losses.ppo import (
-    AdaptiveKLController,
-    FixedKLController,
-    RunningMoments,
-    clip_rewards,
-    clipped_policy_loss,
-    clipped_value_loss,
-    entropy_from_logits,
-    gae,
-    kl_penalty,
-    logprobs_from_logits,
-    masked_mean,
-    masked_var,
-    masked_whiten,
-    per_token_rewards,
-)
+from alignkit.losses.advantages import RunningMoments, clip_rewards, gae, per_token_rewards
+from alignkit.losses.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from alignkit.losses.logits import entropy_from_logits, logprobs_from_logits
+from alignkit.losses.masked import masked_mean, masked_var, masked_whiten
+from alignkit.losses.ppo import clipped_policy_loss, clipped_value_loss
 
 E = math.e
 

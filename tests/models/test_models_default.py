@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from alignkit.models import registry
+from alignkit.models import default, registry
 
 pytestmark = [
     pytest.mark.slow,
@@ -21,21 +21,21 @@ pytestmark = [
 
 
 def test_prepare_default_converts_once_and_loads():
-    target = registry.default_model_dir()
+    target = default.default_model_dir()
     # Two concurrent callers: one converts, the other waits on the lock and gets the same dir.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        paths = list(pool.map(lambda _: registry.prepare_default(), range(2)))
+        paths = list(pool.map(lambda _: default.prepare_default(), range(2)))
     assert paths == [target, target]
     assert sorted(p.name for p in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
-    marker = json.loads((target / registry.MARKER_FILE).read_text())
+    marker = json.loads((target / default.MARKER_FILE).read_text())
     assert len(marker["gguf_sha256"]) == 64 and marker["transformers_version"]
     config = json.loads((target / "config.json").read_text())
     assert "quantization_config" not in config
     assert [p.name for p in target.glob("*.safetensors")] == ["model.safetensors"]
 
-    before = (target / registry.MARKER_FILE).stat().st_mtime_ns
-    assert registry.prepare_default() == target  # second call: no-op
-    assert (target / registry.MARKER_FILE).stat().st_mtime_ns == before
+    before = (target / default.MARKER_FILE).stat().st_mtime_ns
+    assert default.prepare_default() == target  # second call: no-op
+    assert (target / default.MARKER_FILE).stat().st_mtime_ns == before
     assert registry.resolve("default") == str(target)
 
     tokenizer = registry.load_tokenizer("default")
@@ -58,6 +58,6 @@ def test_prepare_default_converts_once_and_loads():
     text = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip()
 
-    rows = registry.list_models()
-    assert rows[0]["name"] == registry.DEFAULT_MODEL and rows[0]["prepared"] is True
+    rows = default.list_models()
+    assert rows[0]["name"] == default.DEFAULT_MODEL and rows[0]["prepared"] is True
     assert rows[0]["size_bytes"] > 500_000_000  # fp32 weights of 135M parameters

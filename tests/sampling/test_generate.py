@@ -10,6 +10,7 @@ import torch
 
 from alignkit.data.records import conversation
 from alignkit.errors import ConfigError, ModelError, UserError
+from alignkit.sampling import decoder as dec
 from alignkit.sampling import generate as gen
 from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.sampling.logprobs import response_token_logps
@@ -343,7 +344,7 @@ def test_packed_siblings_under_a_lora_adapter_give_the_same_samples(
 @needs_compiler
 def test_compiled_decode_step_gives_the_eager_samples(tiny_lm, tokenizer, id_prompts, monkeypatch):
     calls = []
-    real = gen._compiled_call
+    real = dec._compiled_call
 
     def counting():
         compiled = real()
@@ -358,7 +359,7 @@ def test_compiled_decode_step_gives_the_eager_samples(tiny_lm, tokenizer, id_pro
     # batch and the cache size under the compiled step.
     kw = dict(n=2, max_new_tokens=12, seed=5, return_logprobs=True, batch_size=4)
     eager = generate(tiny_lm, tokenizer, id_prompts, **kw)
-    monkeypatch.setattr(gen, "_compiled_call", counting)
+    monkeypatch.setattr(dec, "_compiled_call", counting)
     compiled = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
     assert len(calls) == compiled.stats["steps"] > 0
     assert len(set(calls)) > 1  # several batch sizes went through the one compiled function
@@ -375,7 +376,7 @@ def test_a_compiler_failure_falls_back_to_eager(tiny_lm, tokenizer, id_prompts, 
 
     kw = dict(n=2, max_new_tokens=6, seed=2)
     eager = generate(tiny_lm, tokenizer, id_prompts, **kw)
-    monkeypatch.setattr(gen, "_compiled_call", lambda: broken)
+    monkeypatch.setattr(dec, "_compiled_call", lambda: broken)
     with caplog.at_level(logging.WARNING, logger="alignkit.sampling.generate"):
         fallback = generate(tiny_lm, tokenizer, id_prompts, compile=True, **kw)
     assert [g.response_ids for g in fallback] == [g.response_ids for g in eager]
@@ -451,6 +452,6 @@ def test_sharing_is_on_where_it_pays(tiny_lm, tokenizer, id_prompts):
 
 
 def test_a_model_that_drops_the_attention_keywords_fails_loudly(tiny_lm, tokenizer, id_prompts, monkeypatch):
-    monkeypatch.setattr(gen, "SLAB_KEYWORD", "something_else")  # as if the model passed another keyword only
+    monkeypatch.setattr(dec, "SLAB_KEYWORD", "something_else")  # as if the model passed another keyword only
     with pytest.raises(ModelError, match="share_prompts=False"):
         generate(tiny_lm, tokenizer, id_prompts, n=2, max_new_tokens=3, share_prompts=True)

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import alignkit.trainers.trl.common as common
 from alignkit.cli import main
 from alignkit.config import field_help
 from alignkit.runs import read_metrics
 from alignkit.trainers.dpo import pair_metrics
 from alignkit.trainers.dpo_config import DPO_LOSSES, DPOConfig, loss_help
+from alignkit.trainers.trl.data import DataStats, fit_prompt, fit_records, measure
+from alignkit.trainers.trl.report import trend
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "dpo_tiny.yaml"
@@ -153,10 +154,10 @@ def test_pair_metrics_by_hand():
 
 
 def test_trend_detects_a_fall_throughout_but_not_a_dip():
-    assert common.trend([-10, -11, -12, -13, -14, -15, -16, -17])["falls_throughout"] is True
-    dip = common.trend([-10, -12, -14, -16, -12, -10, -9, -8])
+    assert trend([-10, -11, -12, -13, -14, -15, -16, -17])["falls_throughout"] is True
+    dip = trend([-10, -12, -14, -16, -12, -10, -9, -8])
     assert dip["falls_throughout"] is False and dip["last"] > dip["first"]
-    assert common.trend([1.0]) is None
+    assert trend([1.0]) is None
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -365,9 +366,9 @@ def test_long_prompt_loses_oldest_turns_and_long_answers_are_dropped(tokenizer):
         rejected=(Message("assistant", "another short answer"),),
         source="x:1",
     )
-    fitted, cut = common.fit_prompt(tokenizer, rec, max_length=120)
+    fitted, cut = fit_prompt(tokenizer, rec, max_length=120)
     assert cut and fitted is not None
-    prompt_len, answer_lens = common.measure(tokenizer, fitted.prompt, fitted.answers())
+    prompt_len, answer_lens = measure(tokenizer, fitted.prompt, fitted.answers())
     assert prompt_len + max(answer_lens) <= 120
     assert fitted.prompt[-1] == turns[-1]  # the newest turn is kept whole
     assert fitted.answers() == rec.answers()  # answers are never cut
@@ -377,8 +378,8 @@ def test_long_prompt_loses_oldest_turns_and_long_answers_are_dropped(tokenizer):
         rejected=(Message("assistant", "no"),),
         source="x:2",
     )
-    stats = common.DataStats()
-    assert common.fit_records(tokenizer, [rec, long], 120, stats) == [fitted]
+    stats = DataStats()
+    assert fit_records(tokenizer, [rec, long], 120, stats) == [fitted]
     assert stats.dropped_long == ["x:2"] and stats.prompts_cut == 1
 
 

@@ -114,7 +114,8 @@ def _cfg(model_dir, prompts, rm, **over):
 
 
 def _setup(cfg):
-    from alignkit.rewards.ensemble import load_reward_set, template_suffix_ids
+    from alignkit.rewards.encoding import template_suffix_ids
+    from alignkit.rewards.ensemble import load_reward_set
     from alignkit.trainers.online.distributed import Dist
     from alignkit.trainers.online.models import build_models, init_value_from_reward
 
@@ -129,11 +130,11 @@ def _setup(cfg):
 def test_one_update_trains_policy_and_value_only(tiny_model_dir, prompts_file, rm_dir):
     """LoRA: policy + value adapters and the value head change; the base and the reward adapter do not;
     and the reference still gives the plain base model's log-probs after the update."""
-    from alignkit.losses.ppo import RunningMoments
+    from alignkit.losses.advantages import RunningMoments
     from alignkit.models import lora, registry
     from alignkit.trainers import loop
+    from alignkit.trainers.online.experience import make_experience
     from alignkit.trainers.online.ppo import ppo_update
-    from alignkit.trainers.online.rollout import make_experience
 
     cfg = _cfg(tiny_model_dir, prompts_file, rm_dir)
     models, rewards, dist, suffix = _setup(cfg)
@@ -197,7 +198,7 @@ def test_resume_matches_an_uninterrupted_run(
     tiny_model_dir, prompts_file, rm_dir, tmp_path, capsys, monkeypatch
 ):
     """Run 4 steps; run again but die after the step-2 checkpoint, then --resume: the same metrics."""
-    import alignkit.trainers.online.ppo as ppo_module
+    import alignkit.trainers.online.loop as ppo_module
 
     extra = ("--max-steps", "4", "--save-every", "2", "--adaptive-kl", "--kl-target", "0.05", "--score-norm",
              "whiten")  # fmt: skip
@@ -351,9 +352,9 @@ def test_two_cpu_processes_under_accelerate_launch(
 def test_sft_start_reference_is_the_sft_model(tiny_model_dir, prompts_file, rm_dir, tmp_path):
     """--sft RUN: the policy starts as base + SFT adapter and the reference is that same SFT model
     (a frozen copy of the adapter), so the KL is 0 before any update and non-zero against the base."""
-    from alignkit.losses.ppo import RunningMoments
+    from alignkit.losses.advantages import RunningMoments
     from alignkit.models import lora, registry
-    from alignkit.trainers.online.rollout import make_experience
+    from alignkit.trainers.online.experience import make_experience
 
     torch.manual_seed(5)
     base = registry.load_model(str(tiny_model_dir), dtype="fp32")

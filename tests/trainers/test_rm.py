@@ -19,7 +19,7 @@ from alignkit.models.device import Precision, resolve_precision
 from alignkit.rewards.comparisons import collate, encode_answers, prepare_comparisons
 from alignkit.rewards.model import load_reward_model
 from alignkit.runs import Run, read_metrics
-from alignkit.trainers import loop
+from alignkit.trainers import checkpoints, loop, memory, processes
 from alignkit.trainers import rm as rm_module
 from alignkit.trainers.rm import build_reward_model, seed_everything, train_reward_model
 from alignkit.trainers.rm_config import RMConfig
@@ -202,7 +202,7 @@ def test_gradient_accumulation_invariance(tmp_path, tiny_model_dir):
 def test_run_saves_loads_and_exports_a_classifier_that_scores_identically(tmp_path, tiny_model_dir, capsys):
     from transformers import AutoModelForSequenceClassification
 
-    from alignkit.rewards.comparisons import pad_right
+    from alignkit.rewards.encoding import pad_rows as pad_right
 
     data = write_pairs(tmp_path / "p.jsonl")
     out = tmp_path / "run"
@@ -302,7 +302,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, tiny_model_
     class Crash(Exception):
         pass
 
-    saved = loop.save_checkpoint
+    saved = checkpoints.save_checkpoint
 
     def save_then_crash(run, step, *args, **kwargs):
         path = saved(run, step, *args, **kwargs)
@@ -311,10 +311,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, tiny_model_
         return path
 
     b = config(tmp_path, tiny_model_dir, data, output=str(tmp_path / "b"), **common)
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         rm_module.run_rm(b)
-    monkeypatch.setattr(loop, "save_checkpoint", saved)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", saved)
     assert [p.name for p in Run(tmp_path / "b").checkpoints()] == ["step-2"]
     rm_module.run_rm(
         config(tmp_path, tiny_model_dir, data, output=str(tmp_path / "b"), resume=True, **common)
@@ -406,10 +406,10 @@ def test_a_cpu_run_after_a_gpu_run_in_one_process(
 
 def test_a_launched_process_keeps_its_state(monkeypatch, gpu_state_left_behind):
     monkeypatch.setenv("WORLD_SIZE", "2")  # under accelerate launch / torchrun the launcher owns the state
-    loop.fresh_accelerate_state()
+    processes.fresh_accelerate_state()
     assert gpu_state_left_behind._shared_state["device"].type == "cuda"
     monkeypatch.setenv("WORLD_SIZE", "1")
-    loop.fresh_accelerate_state()
+    processes.fresh_accelerate_state()
     assert gpu_state_left_behind._shared_state == {}
 
 
@@ -423,8 +423,8 @@ def test_a_launched_process_destroys_its_process_group_at_exit(monkeypatch, tmp_
     monkeypatch.setattr(atexit, "register", registered.append)
     monkeypatch.setattr(atexit, "unregister", lambda function: None)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    loop.fresh_accelerate_state()
-    assert registered == [loop.end_process_group]
+    processes.fresh_accelerate_state()
+    assert registered == [processes.end_process_group]
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         registered[0]()
@@ -432,7 +432,7 @@ def test_a_launched_process_destroys_its_process_group_at_exit(monkeypatch, tmp_
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    loop.end_process_group()  # nothing to destroy: a no-op
+    processes.end_process_group()  # nothing to destroy: a no-op
 
 
 def test_an_fp32_run_after_a_bf16_run_in_one_process_trains_in_fp32(
@@ -626,16 +626,16 @@ def test_bf16_training_runs_and_keeps_trainables_fp32(tmp_path, tiny_model_dir):
 
 
 def test_activation_budget_checkpoints_only_long_batches(tiny_model):
-    budget = loop.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0)
+    budget = memory.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0)
     assert len(budget.layers) == 2
     assert budget.plan(1, 40) == 0  # 40 tokens x 10 B x 2 layers = 800 B fit
     assert budget.plan(2, 40) == 1 and budget.layers[0].gradient_checkpointing
     assert not budget.layers[1].gradient_checkpointing
     assert budget.plan(1, 10_000) == 2
-    assert loop.ActivationBudget(tiny_model, None, 10.0, always=True).plan(1, 1) == 2
-    assert loop.ActivationBudget(tiny_model, None, 10.0).plan(1, 10**9) == 0
+    assert memory.ActivationBudget(tiny_model, None, 10.0, always=True).plan(1, 1) == 2
+    assert memory.ActivationBudget(tiny_model, None, 10.0).plan(1, 10**9) == 0
     # an attention that keeps its probabilities adds rows x width^2 x per_score to each layer
-    scored = loop.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0, per_score=0.1)
+    scored = memory.ActivationBudget(tiny_model, budget_bytes=1000.0, per_layer=10.0, per_score=0.1)
     assert scored.plan(1, 20) == 0  # 2 x (200 + 40) B fit
     assert scored.plan(1, 40) == 1  # 2 x (400 + 160) B do not; one checkpointed layer keeps 20 B
 
@@ -646,14 +646,14 @@ def test_activation_budget_calibrates_its_estimate_on_what_autograd_keeps(tiny_m
     # its activations for the backward pass.
     embeds = decoder.embed_tokens(torch.randint(10, 200, (2, 24))).detach().requires_grad_()
 
-    def forward_kept(budget: loop.ActivationBudget, rows: int, width: int) -> int:
+    def forward_kept(budget: memory.ActivationBudget, rows: int, width: int) -> int:
         budget.plan(rows, width)
         with budget.measure():
             out = decoder(inputs_embeds=embeds[:rows, :width]).last_hidden_state
         out.float().sum().backward()
         return budget.last_saved_bytes
 
-    probe = loop.ActivationBudget(tiny_model, budget_bytes=None, per_layer=1.0)
+    probe = memory.ActivationBudget(tiny_model, budget_bytes=None, per_layer=1.0)
     small, big = forward_kept(probe, 1, 12), forward_kept(probe, 2, 24)
     assert 0 < small < big  # 4x the tokens keep more (and the 2 layers' weights are not counted)
     assert 3.0 < big / small < 5.0
@@ -661,7 +661,7 @@ def test_activation_budget_calibrates_its_estimate_on_what_autograd_keeps(tiny_m
     # An estimate 5x too high checkpoints a layer the measured bytes do not need, until a measured
     # micro-batch corrects it; a forward with every layer checkpointed teaches nothing about whole layers.
     per_token = big / (2 * 24 * 2)  # bytes per token and layer, measured (a little high: embeddings too)
-    budget = loop.ActivationBudget(tiny_model, budget_bytes=6 * 2 * 24 * per_token, per_layer=5 * per_token)
+    budget = memory.ActivationBudget(tiny_model, budget_bytes=6 * 2 * 24 * per_token, per_layer=5 * per_token)
     budget.always = True
     forward_kept(budget, 2, 24)
     assert budget.scale == 1.0
@@ -705,7 +705,7 @@ def test_release_freed_memory_returns_free_heap_pages():
     blocks = [torch.ones(25_000) for _ in range(2_000)]
     del blocks[::2]
     before = _rss_bytes()
-    assert loop.release_freed_memory()
+    assert memory.release_freed_memory()
     assert before - _rss_bytes() > 50 * 2**20
     del blocks
 
@@ -713,7 +713,7 @@ def test_release_freed_memory_returns_free_heap_pages():
 @pytest.mark.parametrize("release", [True, False])
 def test_rm_trims_once_per_step_only_when_asked(tmp_path, tiny_model_dir, monkeypatch, release):
     calls = []
-    monkeypatch.setattr(loop, "release_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1) or True)
     data = write_pairs(tmp_path / "p.jsonl", n=10)
     rm_module.run_rm(config(tmp_path, tiny_model_dir, data, max_steps=3, release_memory=release))
     assert len(calls) == (3 if release else 0)

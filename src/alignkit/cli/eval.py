@@ -1,4 +1,7 @@
-"""`alignkit eval ...`: measure models; one sub-command per kind of model (rm here; policy, refusals later)."""
+"""`alignkit eval ...`: measure models, one sub-command per kind of model.
+
+`eval rm` is in cli/rm.py, `eval policy` in cli/eval_policy.py, `eval refusals` in cli/eval_refusals.py.
+"""
 
 from __future__ import annotations
 

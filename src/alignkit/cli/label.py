@@ -22,76 +22,20 @@ def label_command(cfg: LabelConfig) -> None:
         alignkit label --data samples.jsonl --output labels.jsonl --annotator ana
     """
     if cfg.stats is not None:
-        _stats(cfg.stats, cfg.json)
+        from alignkit.feedback.stats import label_stats
+        from alignkit.reports.labels import show_label_stats
+
+        stats = label_stats(cfg.stats)
+        if cfg.json:
+            console.print_json(stats)
+        else:
+            show_label_stats(cfg.stats, stats)
         return
     from alignkit.feedback.label import run_label
 
     summary = run_label(cfg)
     if cfg.json:
         console.print_json(summary)
-
-
-def _stats(path: str, as_json: bool) -> None:
-    from alignkit.feedback.stats import label_stats
-
-    stats, warning = label_stats(path)
-    if warning:
-        console.warn(warning)
-    if as_json:
-        console.print_json(stats)
-        return
-    bias = stats["position_bias"]
-    rate = bias.get("first_position_rate", bias.get("first_shown_best_rate"))
-    console.key_values(
-        f"labels: {path}",
-        [
-            ("mode", stats["mode"]),
-            ("rows", stats["rows"]),
-            ("labels", stats["labels"]),
-            ("ties", stats["ties"]),
-            ("skips", stats["skips"]),
-            ("undone", stats["undone"]),
-            ("items", stats["items"]),
-            (
-                "first shown chosen" if stats["mode"] == "pair" else "first shown ranked best",
-                "-"
-                if rate is None
-                else f"{rate:.3f} (chance {bias.get('expected', 0):.3f}, n={bias['decisions']})",
-            ),
-            (
-                "swap consistency",
-                "-" if stats["swap_consistency"] is None else f"{stats['swap_consistency']:.3f}",
-            ),
-            ("agreement", "-" if stats["agreement_overall"] is None else f"{stats['agreement_overall']:.3f}"),
-        ],
-    )
-    rows = []
-    for who, c in stats["annotators"].items():
-        r = c.get("first_position_rate", c.get("first_shown_best_rate"))
-        rows.append(
-            [
-                who,
-                c["labels"],
-                c["ties"],
-                c["skips"],
-                "-" if r is None else f"{r:.3f}",
-                "-" if c.get("swap_consistency") is None else f"{c['swap_consistency']:.3f}",
-            ]
-        )
-    console.table(
-        "annotators",
-        ["annotator", "labels", "ties", "skips", "first-position rate", "swap consistency"],
-        rows,
-    )
-    if stats["agreement"]:
-        console.table(
-            "agreement where items overlap",
-            ["annotators", "items", "agreement"],
-            [
-                [" / ".join(a["annotators"]), a["overlap"], f"{a['agreement']:.3f}"]
-                for a in stats["agreement"]
-            ],
-        )
 
 
 @app.command("judge")

@@ -4,7 +4,9 @@
 option (``max_steps`` -> ``--max-steps``, booleans -> ``--lora/--no-lora``,
 lists -> repeatable options), with the field's docstring as its help, plus
 ``--config recipe.yaml`` and ``--quiet``. Options default to ``None`` ("not
-given") so that `build_config` can layer recipe < flags.
+given") so that `build_config` can layer recipe < flags. Fields named in
+``positional`` become arguments (a list field: any number of them), shown as
+the field's ``metadata["metavar"]`` when it has one.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def option_parameters(
         default = _default_text(f)
         if default is not None:
             help_text = f"{help_text} [default: {default}]"
-        if f.name in positional:
-            info = typer.Argument(help=help_text, show_default=False)
+        if f.name in positional:  # a list field takes any number of values: `alignkit plot RUN...`
+            info = typer.Argument(help=help_text, show_default=False, metavar=f.metadata.get("metavar"))
         elif tp is bool:
             names = [f"{flag}/--no-{flag[2:]}"]
             info = typer.Option(*names, help=help_text, show_default=False)

@@ -1,4 +1,4 @@
-"""`alignkit ppo`: PPO against one or more reward models (no logic here: see trainers/ppo.py)."""
+"""`alignkit ppo`: PPO against one or more reward models (no logic here: see trainers/online/ppo.py)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from alignkit.config import InspectConfig
+from alignkit.config import InspectConfig, ModelsConfig
 from alignkit.demo.config import DemoConfig
 from alignkit.feedback.config import JudgeConfig, LabelConfig
+from alignkit.plots.config import PlotConfig
 from alignkit.sampling.config import SampleConfig
 from alignkit.trainers.dpo_config import DPOConfig
 from alignkit.trainers.kto_config import KTOConfig
@@ -26,4 +27,6 @@ def command_configs() -> dict[str, type]:
         "label": LabelConfig,
         "sample": SampleConfig,
         "demo": DemoConfig,
+        "models": ModelsConfig,
+        "plot": PlotConfig,
     }

@@ -40,7 +40,8 @@ def eval_rm_command(cfg: EvalRMConfig) -> None:
 
         alignkit eval rm --reward-model runs/rm --data heldout.jsonl --json
     """
-    from alignkit.evaluation.reward_model import length_warning, run_eval_rm, show_eval
+    from alignkit.evaluation.reward_model import run_eval_rm
+    from alignkit.reports.reward_model import length_warning, show_eval
 
     result = run_eval_rm(cfg)
     if cfg.json:

@@ -1,4 +1,4 @@
-"""`alignkit sample`: plain sampling or best-of-n reranking (no logic here: see sampling/sample.py)."""
+"""`alignkit sample`: plain sampling or best-of-n reranking (no logic here: see sampling/run.py)."""
 
 from __future__ import annotations
 
@@ -19,30 +19,11 @@ def sample_command(cfg: SampleConfig) -> None:
 
         alignkit sample --prompts prompts.jsonl --best-of-n 8 --reward-model runs/rm --output best.jsonl --export-pairs pairs.jsonl
     """
+    from alignkit.reports.sample import show_sample
     from alignkit.sampling.run import run_sample
 
     summary = run_sample(cfg)
     if cfg.json:
         console.print_json(summary)
         return
-    items = [(key, summary[key]) for key in ("mode", "n", "prompts", "candidates") if key in summary]
-    if "kl_bound" in summary:
-        items += [
-            ("KL bound (nats)", summary["kl_bound"]),
-            ("mean best score", summary["mean_best_score"]),
-            ("mean score (1 sample)", summary["mean_score"]),
-        ]
-        items += [
-            (f"  {name} mean / best", f"{v['mean']:.4g} / {v['mean_best']:.4g}")
-            for name, v in summary["rewards"].items()
-        ]
-        if "gate_pass_rate" in summary:
-            items.append(("gate pass rate", summary["gate_pass_rate"]))
-    items += [
-        ("tokens/s", summary["tokens_per_s"]),
-        ("truncated prompts", summary["truncated_prompts"]),
-        ("unfinished answers", summary["unfinished_fraction"]),
-        ("output", summary["output"]),
-    ]
-    items += [(f"exported {k}", summary[k]) for k in ("pairs", "sft") if k in summary]
-    console.key_values("alignkit sample", items)
+    show_sample(summary)

@@ -6,7 +6,7 @@ same prompts, by the gold rule, ties half. KL: DPO and PPO estimated from sample
 policy`; best-of-n the analytic bound log N - (N-1)/N (Stiennon et al. 2020); base 0.
 
 A method "beats the base" only when its win rate is above 0.5 by more than two standard errors; the table
-prints what was measured, including a method that does worse.
+(`alignkit.reports.demo`) prints what was measured, including a method that does worse.
 """
 
 from __future__ import annotations
@@ -81,9 +81,6 @@ def _row(
 
 def evaluate_methods(demo: Layout) -> dict[str, Any]:
     """Evaluate every method; returns {"methods": [...], "reward_model": {...}, "settings": {...}}."""
-    from alignkit.feedback.judges.simulated import simulated_score
-    from alignkit.sampling.best_of_n import kl_bound
-
     dpo = _policy_eval(demo, demo.dpo, "dpo")
     ppo = _policy_eval(demo, demo.ppo, "ppo")
 
@@ -105,27 +102,7 @@ def evaluate_methods(demo: Layout) -> dict[str, Any]:
         ),
     ]
 
-    # Best-of-n: its chosen answer against each base answer to the same prompt.
-    from alignkit.feedback.judges.base import conversation_text
-    from alignkit.rewards.ensemble import as_conversation
-
-    bon_wins, bon_gold, bon_proxy, bon_length = [], [], [], []
-    n = demo.cfg.best_of_n
-    for raw in demo.bon.read_text().splitlines():
-        line = json.loads(raw)
-        prompt = conversation_text(as_conversation(line["prompt"]), "user")
-        best = line["best"]
-        gold = simulated_score(prompt, best)
-        bon_gold.append(gold)
-        bon_proxy.append(float(line["best_score"]))
-        bon_length.append(float(line["candidates"][line["chosen_index"]].get("tokens", 0)))
-        base = base_by_prompt.get(prompt, [])[:k]
-        bon_wins += win_from_scores([gold] * len(base), [simulated_score(prompt, b) for b in base])
-    rows.append(
-        _row(
-            f"best-of-{n}", bon_wins, mean(bon_gold), mean(bon_proxy), kl_bound(n), mean(bon_length), "bound"
-        )
-    )
+    rows.append(_best_of_n_row(demo, base_by_prompt))
 
     for name, res in (("dpo", dpo), ("ppo", ppo)):
         rows.append(
@@ -156,31 +133,32 @@ def evaluate_methods(demo: Layout) -> dict[str, Any]:
     }
 
 
+def _best_of_n_row(demo: Layout, base_by_prompt: dict[str, list[str]]) -> dict[str, Any]:
+    """Best-of-n: its chosen answer against each base answer to the same prompt."""
+    from alignkit.feedback.judges.base import conversation_text
+    from alignkit.feedback.judges.simulated import simulated_score
+    from alignkit.losses.kl import best_of_n_kl_bound as kl_bound
+    from alignkit.rewards.encoding import as_conversation
+
+    k = demo.cfg.eval_samples
+    bon_wins, bon_gold, bon_proxy, bon_length = [], [], [], []
+    n = demo.cfg.best_of_n
+    for raw in demo.bon.read_text().splitlines():
+        line = json.loads(raw)
+        prompt = conversation_text(as_conversation(line["prompt"]), "user")
+        best = line["best"]
+        gold = simulated_score(prompt, best)
+        bon_gold.append(gold)
+        bon_proxy.append(float(line["best_score"]))
+        bon_length.append(float(line["candidates"][line["chosen_index"]].get("tokens", 0)))
+        base = base_by_prompt.get(prompt, [])[:k]
+        bon_wins += win_from_scores([gold] * len(base), [simulated_score(prompt, b) for b in base])
+    return _row(
+        f"best-of-{n}", bon_wins, mean(bon_gold), mean(bon_proxy), kl_bound(n), mean(bon_length), "bound"
+    )
+
+
 def _wins(demo: Layout, name: str) -> list[float]:
     """Per-answer gold wins of a policy over the base, from its evaluation file."""
     lines = [json.loads(x) for x in (demo.out / f"eval_{name}.jsonl").read_text().splitlines() if x]
     return win_from_scores([x["gold_policy"] for x in lines], [x["gold_reference"] for x in lines])
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def show_table(result: dict[str, Any]) -> None:
-    rows = []
-    for m in result["methods"]:
-        win = "-" if m["win_rate"] is None else f"{m['win_rate']:.2f} +- {m['win_rate_stderr']:.2f}"
-        kl = _f(m["kl"], 2) + (" (bound)" if m["kl_kind"] == "bound" else "")
-        rows.append(
-            [m["method"], win, _f(m["gold"]), _f(m["proxy"]), kl, _f(m["mean_length"], 1), m["verdict"]]
-        )
-    console.table(
-        "alignkit demo: each method against the base model on held-out prompts",
-        ["method", "win rate vs base (gold)", "gold score", "proxy score", "KL (nats)", "length", "verdict"],
-        rows,
-    )
-    rm = result.get("reward_model") or {}
-    console.info(
-        f"reward model: held-out pair accuracy {_f(rm.get('eval_accuracy'))} on {rm.get('eval_pairs')} pairs; "
-        f"gold = {result.get('gold')}; proxy = {result.get('proxy')}"
-    )

@@ -1,4 +1,4 @@
-"""Options of `alignkit demo`."""
+"""Options of `alignkit demo` and `alignkit data demo`."""
 
 from __future__ import annotations
 
@@ -70,3 +70,11 @@ class DemoConfig:
             )
         if self.ppo_kl_target <= 0:
             raise ConfigError(f"--ppo-kl-target must be > 0, got {self.ppo_kl_target}")
+
+
+@dataclass
+class DemoDataConfig:
+    """`alignkit data demo`: the small demo data set shipped with alignkit."""
+
+    output: str = "runs/demo-data"
+    """Folder to write demo_pairs.jsonl and demo_prompts.jsonl into (default: runs/demo-data)."""

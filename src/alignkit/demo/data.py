@@ -4,12 +4,17 @@ Small on purpose: it makes `make demo` and the quick start run on a fresh
 machine with no downloads. Each prompt has a helpful answer and a worse one;
 the worse answers show the failure modes preference training is meant to
 remove: evasion, rudeness, wrong facts, padding, and needless refusals.
+`alignkit data demo` writes them as JSONL (`write_demo_data`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alignkit.demo.config import DemoDataConfig
 
 # (prompt, better answer, worse answer)
 DEMO_PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -173,6 +178,12 @@ def write_demo_prompts(path: Path) -> Path:
 
     atomic_write_text(Path(path), "".join(json.dumps({"prompt": p}) + "\n" for p in demo_prompts()))
     return Path(path)
+
+
+def write_demo_data(cfg: DemoDataConfig) -> tuple[Path, Path]:
+    """`alignkit data demo`: demo_pairs.jsonl and demo_prompts.jsonl in ``cfg.output``; returns both paths."""
+    output = Path(cfg.output)
+    return write_demo_pairs(output / "demo_pairs.jsonl"), write_demo_prompts(output / "demo_prompts.jsonl")
 
 
 # Prompts for `alignkit demo`, written by this project: everyday questions and small tasks that a 135M

@@ -1,4 +1,4 @@
-"""Where the demo keeps each stage's files under its output folder (shared by the pipeline and the table)."""
+"""Where the demo keeps each stage's files under its output folder (shared by the pipeline and compare.py)."""
 
 from __future__ import annotations
 

@@ -60,183 +60,212 @@ class Demo(Layout):
 
     # ----------------------------------------------------------------------------------- stages
     def stages(self) -> list[Stage]:
-        c, tokens = self.cfg, str(self.cfg.max_new_tokens)
-        common = ["--model", c.model, "--seed", str(c.seed)]
+        """Every stage in order; the command stages' argument lists are built by the methods below."""
         return [
             Stage("prompts", "write the demo prompts", self.eval_prompts, self.write_prompts),
-            self.command_stage(
-                "candidates",
-                "the base model answers each training prompt (alignkit sample)",
-                self.candidates,
-                [
-                    "sample",
-                    "--prompts",
-                    str(self.train_prompts),
-                    "--n-samples",
-                    str(c.candidates),
-                    "--max-new-tokens",
-                    tokens,
-                    "--temperature",
-                    "1.0",
-                    "--output",
-                    str(self.candidates),
-                    "--overwrite",
-                    *common,
-                ],
-                after=self.write_pair_items,
-            ),
-            self.command_stage(
-                "labels",
-                "the simulated annotator labels pairs of answers (alignkit judge)",
-                self.labels,
-                [
-                    "judge",
-                    "--data",
-                    str(self.pair_items),
-                    "--judge",
-                    "simulated",
-                    "--output",
-                    str(self.labels),
-                    "--seed",
-                    str(c.seed),
-                ],
-                marker=self.out / "labels.done",
-            ),
-            self.command_stage(
-                "rm",
-                "train a reward model on the labels (alignkit rm)",
-                self.rm / "report.json",
-                [
-                    "rm",
-                    "--data",
-                    str(self.labels),
-                    "--eval-split",
-                    "0.2",
-                    "--max-steps",
-                    str(c.rm_steps),
-                    "--batch-size",
-                    str(c.batch_size),
-                    "--max-length",
-                    str(c.max_length),
-                    "--lr",
-                    "3e-4",
-                    "--save-every",
-                    str(max(10, c.rm_steps // 2)),
-                    "--no-compile",  # tens of seconds of compiling would not pay off in a few dozen steps
-                    "--output",
-                    str(self.rm),
-                    *common,
-                ],
-            ),
-            self.command_stage(
-                "best_of_n",
-                f"best-of-{c.best_of_n} with the reward model (alignkit sample)",
-                self.bon,
-                [
-                    "sample",
-                    "--prompts",
-                    str(self.eval_prompts),
-                    "--best-of-n",
-                    str(c.best_of_n),
-                    "--reward-model",
-                    str(self.rm),
-                    "--max-new-tokens",
-                    tokens,
-                    "--temperature",
-                    "1.0",
-                    "--output",
-                    str(self.bon),
-                    "--overwrite",
-                    *common,
-                ],
-            ),
-            self.command_stage(
-                "dpo",
-                "DPO on the labels, no reward model (alignkit dpo)",
-                self.dpo / "report.json",
-                [
-                    "dpo",
-                    "--data",
-                    str(self.labels),
-                    "--eval-split",
-                    "0.2",
-                    "--max-steps",
-                    str(c.dpo_steps),
-                    "--batch-size",
-                    "1",
-                    "--grad-accum",
-                    str(c.batch_size),
-                    "--max-length",
-                    str(c.max_length),
-                    "--lr",
-                    "3e-4",
-                    "--save-every",
-                    str(max(10, c.dpo_steps // 2)),
-                    "--output",
-                    str(self.dpo),
-                    *common,
-                ],
-            ),
-            self.command_stage(
-                "ppo",
-                "PPO against the reward model with a KL penalty (alignkit ppo)",
-                self.ppo / "report.json",
-                [
-                    "ppo",
-                    "--prompts",
-                    str(self.train_prompts),
-                    "--reward-model",
-                    str(self.rm),
-                    "--max-steps",
-                    str(c.ppo_steps),
-                    "--batch-size",
-                    str(c.batch_size),
-                    "--max-new-tokens",
-                    tokens,
-                    "--adaptive-kl",
-                    "--kl-target",
-                    str(c.ppo_kl_target),
-                    "--kl-horizon",
-                    "32",
-                    "--kl-coef",
-                    "0.1",
-                    "--gold-judge",
-                    "simulated",
-                    "--lr",
-                    "1e-4",
-                    "--eval-data",
-                    str(self.eval_prompts),
-                    "--eval-every",
-                    str(max(1, c.ppo_steps // 3)),
-                    "--save-every",
-                    str(max(5, c.ppo_steps // 2)),
-                    "--output",
-                    str(self.ppo),
-                    *common,
-                ],
-            ),
+            self._candidates_stage(),
+            self._labels_stage(),
+            self._rm_stage(),
+            self._best_of_n_stage(),
+            self._dpo_stage(),
+            self._ppo_stage(),
             Stage(
                 "evaluate",
                 "every method against the base model on held-out prompts",
                 self.results,
                 self.evaluate,
             ),
-            self.command_stage(
-                "plots",
-                "figures (alignkit plot)",
-                self.plots / "plots.done",
-                [
-                    "plot",
-                    str(self.rm),
-                    str(self.dpo),
-                    str(self.ppo),
-                    str(self.bon),
-                    "--output",
-                    str(self.plots),
-                ],
-                marker=self.plots / "plots.done",
-            ),
+            self._plots_stage(),
         ]
+
+    def _common(self) -> list[str]:
+        """The options every model stage ends with: the base model and the seed."""
+        return ["--model", self.cfg.model, "--seed", str(self.cfg.seed)]
+
+    def _candidates_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "candidates",
+            "the base model answers each training prompt (alignkit sample)",
+            self.candidates,
+            [
+                "sample",
+                "--prompts",
+                str(self.train_prompts),
+                "--n-samples",
+                str(c.candidates),
+                "--max-new-tokens",
+                str(c.max_new_tokens),
+                "--temperature",
+                "1.0",
+                "--output",
+                str(self.candidates),
+                "--overwrite",
+                *self._common(),
+            ],
+            after=self.write_pair_items,
+        )
+
+    def _labels_stage(self) -> Stage:
+        return self.command_stage(
+            "labels",
+            "the simulated annotator labels pairs of answers (alignkit judge)",
+            self.labels,
+            [
+                "judge",
+                "--data",
+                str(self.pair_items),
+                "--judge",
+                "simulated",
+                "--output",
+                str(self.labels),
+                "--seed",
+                str(self.cfg.seed),
+            ],
+            marker=self.out / "labels.done",
+        )
+
+    def _rm_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "rm",
+            "train a reward model on the labels (alignkit rm)",
+            self.rm / "report.json",
+            [
+                "rm",
+                "--data",
+                str(self.labels),
+                "--eval-split",
+                "0.2",
+                "--max-steps",
+                str(c.rm_steps),
+                "--batch-size",
+                str(c.batch_size),
+                "--max-length",
+                str(c.max_length),
+                "--lr",
+                "3e-4",
+                "--save-every",
+                str(max(10, c.rm_steps // 2)),
+                "--no-compile",  # tens of seconds of compiling would not pay off in a few dozen steps
+                "--output",
+                str(self.rm),
+                *self._common(),
+            ],
+        )
+
+    def _best_of_n_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "best_of_n",
+            f"best-of-{c.best_of_n} with the reward model (alignkit sample)",
+            self.bon,
+            [
+                "sample",
+                "--prompts",
+                str(self.eval_prompts),
+                "--best-of-n",
+                str(c.best_of_n),
+                "--reward-model",
+                str(self.rm),
+                "--max-new-tokens",
+                str(c.max_new_tokens),
+                "--temperature",
+                "1.0",
+                "--output",
+                str(self.bon),
+                "--overwrite",
+                *self._common(),
+            ],
+        )
+
+    def _dpo_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "dpo",
+            "DPO on the labels, no reward model (alignkit dpo)",
+            self.dpo / "report.json",
+            [
+                "dpo",
+                "--data",
+                str(self.labels),
+                "--eval-split",
+                "0.2",
+                "--max-steps",
+                str(c.dpo_steps),
+                "--batch-size",
+                "1",
+                "--grad-accum",
+                str(c.batch_size),
+                "--max-length",
+                str(c.max_length),
+                "--lr",
+                "3e-4",
+                "--save-every",
+                str(max(10, c.dpo_steps // 2)),
+                "--output",
+                str(self.dpo),
+                *self._common(),
+            ],
+        )
+
+    def _ppo_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "ppo",
+            "PPO against the reward model with a KL penalty (alignkit ppo)",
+            self.ppo / "report.json",
+            [
+                "ppo",
+                "--prompts",
+                str(self.train_prompts),
+                "--reward-model",
+                str(self.rm),
+                "--max-steps",
+                str(c.ppo_steps),
+                "--batch-size",
+                str(c.batch_size),
+                "--max-new-tokens",
+                str(c.max_new_tokens),
+                "--adaptive-kl",
+                "--kl-target",
+                str(c.ppo_kl_target),
+                "--kl-horizon",
+                "32",
+                "--kl-coef",
+                "0.1",
+                "--gold-judge",
+                "simulated",
+                "--lr",
+                "1e-4",
+                "--eval-data",
+                str(self.eval_prompts),
+                "--eval-every",
+                str(max(1, c.ppo_steps // 3)),
+                "--save-every",
+                str(max(5, c.ppo_steps // 2)),
+                "--output",
+                str(self.ppo),
+                *self._common(),
+            ],
+        )
+
+    def _plots_stage(self) -> Stage:
+        return self.command_stage(
+            "plots",
+            "figures (alignkit plot)",
+            self.plots / "plots.done",
+            [
+                "plot",
+                str(self.rm),
+                str(self.dpo),
+                str(self.ppo),
+                str(self.bon),
+                "--output",
+                str(self.plots),
+            ],
+            marker=self.plots / "plots.done",
+        )
 
     def command_stage(self, name, title, done, args, after=None, marker=None) -> Stage:
         output = Path(args[args.index("--output") + 1]) if args[0] in RUN_COMMANDS else None
@@ -298,7 +327,7 @@ class Demo(Layout):
     # -------------------------------------------------------------------------------------- driver
     def run(self) -> dict[str, Any]:
         if self.cfg.model == DEFAULT_MODEL:
-            from alignkit.models.registry import prepare_default
+            from alignkit.models.default import prepare_default
 
             prepare_default()  # convert the embedded GGUF once (cached), before the first stage needs it
         stages = self.stages()
@@ -325,7 +354,7 @@ class Demo(Layout):
         result = json.loads(self.results.read_text())
         result["stage_seconds"] = timings
         result["seconds"] = round(time.perf_counter() - started, 1)
-        from alignkit.demo.compare import show_table
+        from alignkit.reports.demo import show_table
 
         show_table(result)
         return result

@@ -89,7 +89,7 @@ def judge_wins(
 
 def answer_stats(texts: Sequence[str], token_ids: Sequence[Sequence[int]], finished: Sequence[bool]) -> dict:
     """Length (tokens), the share cut at the length limit, repetition and the habit rates of a set of answers."""
-    from alignkit.habits.rules import habit_rates
+    from alignkit.habits.rates import habit_rates
 
     lengths = [len(t) for t in token_ids]
     return {

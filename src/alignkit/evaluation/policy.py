@@ -10,7 +10,7 @@ Both models answer every prompt (same sampling settings, same seed schedule). Th
 * **KL(policy || reference)** estimated from the policy's own samples: the mean over samples of
   sum_t [log pi(y_t|x, y_<t) - log pi_ref(y_t|x, y_<t)] at the sampling temperature (the k1 estimator;
   unbiased, can be negative on few samples; Schulman 2020, "Approximating KL divergence");
-* **length, truncation, repetition** and the **habits** (`alignkit.habits.rules`) of both sides;
+* **length, truncation, repetition** and the **habits** (`alignkit.habits`) of both sides;
 * with ``--refusal-prompts``, the refusal rate of both on safe prompts (over-refusal, XSTest).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ class Sides:
 
         from alignkit.models import registry
         from alignkit.models.device import default_device
-        from alignkit.rewards.ensemble import tokenizer_fingerprint
+        from alignkit.rewards.encoding import tokenizer_fingerprint
         from alignkit.sampling.run import load_policy
 
         self.model, self.tokenizer, self.base = load_policy(cfg)  # cfg has policy/model/dtype/trust fields
@@ -156,7 +157,8 @@ def sampled_kl(
 # ------------------------------------------------------------------------------------------ scorers
 def reward_scorer(specs, weights, combine, gate, dtype, batch_size, name="proxy") -> PointScorer:
     from alignkit.models.device import default_device
-    from alignkit.rewards.ensemble import as_conversation, load_reward_set
+    from alignkit.rewards.encoding import as_conversation
+    from alignkit.rewards.ensemble import load_reward_set
 
     rewards = load_reward_set(
         specs,
@@ -213,8 +215,75 @@ def make_pairwise_judge(spec: str, cfg: EvalPolicyConfig):
 
 
 # ------------------------------------------------------------------------------------------ driver
+@dataclass
+class Answers:
+    """Both sides' answers, row i of each answering the same prompt (``prompts[i]``, as text)."""
+
+    prompts: list[str]
+    policy: list[str]
+    reference: list[str]
+    policy_finished: list[bool]
+    reference_finished: list[bool]
+
+
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     """Answer, score and compare; print the summary and return it (also written to --output's lines)."""
+    out_path, prompts = read_prompts(cfg)
+    started = time.perf_counter()
+    sides = Sides(cfg)
+
+    console.info(f"answering {len(prompts)} prompts x {cfg.n_samples} with the policy and the reference")
+    policy_batch = sample(sides.model, sides.tokenizer, prompts, cfg, cfg.seed)
+    with sides.reference() as ref:
+        reference_batch = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed)
+    kl, kl_err = kl_from_samples(sides, policy_batch, cfg.temperature)
+    answers = Answers(
+        prompts=[prompt_text(prompts[g.prompt_index]) for g in policy_batch],
+        policy=[g.text for g in policy_batch],
+        reference=[g.text for g in reference_batch],
+        policy_finished=[g.finished for g in policy_batch],
+        reference_finished=[g.finished for g in reference_batch],
+    )
+
+    result: dict[str, Any] = {
+        "policy": cfg.policy,
+        "reference": sides.reference_name,
+        "prompts": len(prompts),
+        "answers": len(answers.policy),
+        "temperature": cfg.temperature,
+        "kl": kl,
+        "kl_stderr": kl_err,
+    }
+    proxy = None
+    if cfg.reward_model:
+        proxy = reward_scorer(
+            cfg.reward_model, cfg.reward_weight, cfg.combine, cfg.gate, cfg.dtype, cfg.score_batch_size
+        )
+    gold = gold_scorer(cfg)
+    rows = score_sides(result, answers, proxy, gold)
+    judge_sides(result, answers, cfg, gold_scored=gold is not None)
+
+    pol_stats = answer_stats(answers.policy, [g.response_ids for g in policy_batch], answers.policy_finished)
+    ref_stats = answer_stats(
+        answers.reference, [g.response_ids for g in reference_batch], answers.reference_finished
+    )
+    result["mean_length"] = pol_stats["mean_length"]
+    result["policy_stats"] = pol_stats
+    result["reference_stats"] = ref_stats
+
+    if cfg.refusal_prompts:
+        result["over_refusal"] = over_refusal(sides, cfg)
+
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    if out_path is not None:
+        write_answers(out_path, answers.prompts, answers.policy, answers.reference, rows)
+        result["output"] = str(out_path)
+    show(result, answers.prompts, answers.policy, answers.reference, rows, cfg.show)
+    return result
+
+
+def read_prompts(cfg: EvalPolicyConfig) -> tuple[Path | None, list[Conversation]]:
+    """Validate ``cfg``, check that --output may be written, and read --prompts: (output path, prompts)."""
     from alignkit.data.load import load_records
 
     cfg.validate()
@@ -227,48 +296,29 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     prompts = [r.prompt for r in loaded.records]
     if not prompts:
         raise UserError(f"{cfg.prompts}: no prompts to answer")
-    started = time.perf_counter()
-    sides = Sides(cfg)
+    return out_path, prompts
 
-    console.info(f"answering {len(prompts)} prompts x {cfg.n_samples} with the policy and the reference")
-    policy_batch = sample(sides.model, sides.tokenizer, prompts, cfg, cfg.seed)
-    with sides.reference() as ref:
-        reference_batch = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed)
-    kl, kl_err = kl_from_samples(sides, policy_batch, cfg.temperature)
 
-    texts = [prompt_text(prompts[g.prompt_index]) for g in policy_batch]
-    pol = [g.text for g in policy_batch]
-    ref_texts = [g.text for g in reference_batch]
-    pol_done = [g.finished for g in policy_batch]
-    ref_done = [g.finished for g in reference_batch]
-
-    result: dict[str, Any] = {
-        "policy": cfg.policy,
-        "reference": sides.reference_name,
-        "prompts": len(prompts),
-        "answers": len(pol),
-        "temperature": cfg.temperature,
-        "kl": kl,
-        "kl_stderr": kl_err,
-    }
-    proxy = None
-    if cfg.reward_model:
-        proxy = reward_scorer(
-            cfg.reward_model, cfg.reward_weight, cfg.combine, cfg.gate, cfg.dtype, cfg.score_batch_size
-        )
-    gold = None
+def gold_scorer(cfg: EvalPolicyConfig) -> PointScorer | None:
+    """The held-out gold scorer: --gold-reward-model, or the simulated --gold-judge (None otherwise)."""
     if cfg.gold_reward_model:
-        gold = reward_scorer(cfg.gold_reward_model, [], "sum", None, cfg.dtype, cfg.score_batch_size, "gold")
-    elif cfg.gold_judge and cfg.gold_judge.strip().lower() == "simulated":
-        gold = simulated_scorer("gold: simulated")
+        return reward_scorer(cfg.gold_reward_model, [], "sum", None, cfg.dtype, cfg.score_batch_size, "gold")
+    if cfg.gold_judge and cfg.gold_judge.strip().lower() == "simulated":
+        return simulated_scorer("gold: simulated")
+    return None
 
+
+def score_sides(
+    result: dict[str, Any], answers: Answers, proxy: PointScorer | None, gold: PointScorer | None
+) -> dict[str, Any]:
+    """Score both sides with the proxy and the gold scorer into ``result``; the per-answer scores by role."""
     rows: dict[str, Any] = {}
     for role, scorer in (("proxy", proxy), ("gold", gold)):
         if scorer is None:
             continue
-        p_scores = scorer.score(texts, pol, pol_done)
+        p_scores = scorer.score(answers.prompts, answers.policy, answers.policy_finished)
         p_models = scorer.last_per_model
-        r_scores = scorer.score(texts, ref_texts, ref_done)
+        r_scores = scorer.score(answers.prompts, answers.reference, answers.reference_finished)
         rows[role] = (p_scores, r_scores)
         result[role] = score_summary(scorer.name, p_scores, r_scores)
         if p_models is not None and scorer.last_per_model is not None:
@@ -281,12 +331,20 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         result["reference_mean_reward"] = result["proxy"]["reference_mean"]
     else:
         result["mean_reward"] = None
+    return rows
 
+
+def judge_sides(result: dict[str, Any], answers: Answers, cfg: EvalPolicyConfig, gold_scored: bool) -> None:
+    """The win rate into ``result``: by --judge, else by the proxy; and a pairwise --gold-judge's win rate
+    when no gold scorer (``gold_scored``) gave one."""
+    texts, pol, ref_texts = answers.prompts, answers.policy, answers.reference
     if cfg.judge:
         if cfg.judge.strip().lower() == "simulated":
             sim = simulated_scorer()
             wins_scores = score_summary(
-                sim.name, sim.score(texts, pol, pol_done), sim.score(texts, ref_texts, ref_done)
+                sim.name,
+                sim.score(texts, pol, answers.policy_finished),
+                sim.score(texts, ref_texts, answers.reference_finished),
             )
             result["judge"] = {
                 "judge": "simulated",
@@ -301,7 +359,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
     else:
         result["win_rate"] = result["proxy"]["win_rate"]
         result["win_rate_by"] = result["proxy"]["scorer"]
-    if cfg.gold_judge and gold is None:  # an LM or HTTP gold judge: pairwise only
+    if cfg.gold_judge and not gold_scored:  # an LM or HTTP gold judge: pairwise only
         wins = judge_wins(
             make_pairwise_judge(cfg.gold_judge, cfg), texts, pol, ref_texts, cfg.seed + 1, swap=True
         )
@@ -311,27 +369,11 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
             "win_rate_stderr": stderr(wins),
         }
 
-    pol_stats = answer_stats(pol, [g.response_ids for g in policy_batch], pol_done)
-    ref_stats = answer_stats(ref_texts, [g.response_ids for g in reference_batch], ref_done)
-    result["mean_length"] = pol_stats["mean_length"]
-    result["policy_stats"] = pol_stats
-    result["reference_stats"] = ref_stats
-
-    if cfg.refusal_prompts:
-        result["over_refusal"] = over_refusal(sides, cfg)
-
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    if out_path is not None:
-        write_answers(out_path, texts, pol, ref_texts, rows)
-        result["output"] = str(out_path)
-    show(result, texts, pol, ref_texts, rows, cfg.show)
-    return result
-
 
 def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
     """Refusal rate of both models on --refusal-prompts (prompts a model should answer)."""
     from alignkit.data.load import load_records
-    from alignkit.habits.rules import is_refusal
+    from alignkit.habits.refusal import is_refusal
 
     loaded = load_records(cfg.refusal_prompts, kind="prompt", skip_invalid=cfg.skip_invalid)
     prompts = [r.prompt for r in loaded.records]

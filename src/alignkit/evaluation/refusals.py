@@ -2,7 +2,7 @@
 
 Reads answers labelled by people as full compliance, full refusal or partial
 refusal (the three classes of XSTest, Röttger et al. 2023, arXiv:2308.01263) and
-compares the labels with `alignkit.habits.rules.is_refusal`; a refusal is a
+compares the labels with `alignkit.habits.refusal.is_refusal`; a refusal is a
 full OR a partial refusal. For reference it also scores XSTest's own
 string-match baseline (`xstest_prefix_refusal`), which only looks at the first
 words of an answer.
@@ -35,7 +35,7 @@ from typing import Any
 
 from alignkit import console
 from alignkit.errors import DataError, UserError
-from alignkit.habits.rules import refusal_reason
+from alignkit.habits.refusal import refusal_reason
 
 COMPLETION_COLUMNS = ("completion", "response", "answer", "output", "model_completion", "generation", "text")
 """Column names accepted for the answer, in order of preference (case and spaces/hyphens ignored)."""

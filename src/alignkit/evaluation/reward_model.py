@@ -32,7 +32,6 @@ from torch import Tensor
 from alignkit import console
 from alignkit.rewards.comparisons import Comparison
 
-LENGTH_WARNING = 0.5
 CALIBRATION_BINS = 10
 
 
@@ -179,48 +178,6 @@ def evaluate_comparisons(
     flat_lengths = torch.tensor([n for c in comparisons for n in c.answer_tokens], dtype=torch.float64)
     result = pair_metrics(better, worse, better_len, worse_len, flat_scores, flat_lengths)
     return {"comparisons": len(comparisons), **result}
-
-
-def show_eval(result: dict[str, Any]) -> None:
-    """Tables on stderr, and the length warning."""
-
-    def fmt(v: Any) -> Any:
-        return "-" if v is None else v
-
-    console.key_values(
-        "reward model eval",
-        [(k, fmt(result.get(k))) for k in ("accuracy", "pairs", "margin", "length_correlation")]
-        + [("ece", fmt(result["calibration"]["ece"]))],
-    )
-    buckets = result["accuracy_by_length"]
-    rows = [
-        [name.replace("_", " "), buckets[name]["pairs"], fmt(buckets[name]["accuracy"])]
-        for name in ("better_longer", "better_shorter", "same_length")
-    ]
-    rows += [
-        [f"diff {q['min_diff']:+.0f}..{q['max_diff']:+.0f}", q["pairs"], fmt(q["accuracy"])]
-        for q in buckets["quartiles"]
-    ]
-    console.table("accuracy by length (tokens, preferred - other)", ["bucket", "pairs", "accuracy"], rows)
-    console.table(
-        "calibration: P(preferred) = σ(margin), both orders",
-        ["bin", "count", "predicted", "observed"],
-        [
-            [f"{b['lo']:.1f}-{b['hi']:.1f}", b["count"], fmt(b["predicted"]), fmt(b["observed"])]
-            for b in result["calibration"]["bins"]
-        ],
-    )
-    length_warning(result)
-
-
-def length_warning(result: dict[str, Any]) -> None:
-    """Warn (stderr, also with --json) when score and length correlate above `LENGTH_WARNING`."""
-    corr = result.get("length_correlation")
-    if corr is not None and corr > LENGTH_WARNING:
-        console.warn(
-            f"score and answer length correlate at {corr:.2f} (> {LENGTH_WARNING}): the reward model may reward "
-            "length itself, which a policy will exploit (reward hacking)"
-        )
 
 
 # ------------------------------------------------------------- commands

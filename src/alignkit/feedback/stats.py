@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignkit import console
 from alignkit.data.labels import LabelState, read_labels, torn_message
 from alignkit.feedback.items import answer_hash
 
@@ -158,7 +159,10 @@ def compute_stats(state: LabelState) -> dict[str, Any]:
     }
 
 
-def label_stats(path: str | Path) -> tuple[dict[str, Any], str | None]:
-    """(stats, a warning about a torn last line or None) of a label file, read without changing it."""
+def label_stats(path: str | Path) -> dict[str, Any]:
+    """`alignkit label --stats`: the stats of a label file, read without changing it (a torn last line is
+    warned about on stderr and counted as ``torn_last_line``)."""
     state = read_labels(path)
-    return compute_stats(state), (torn_message(state, repaired=False) if state.torn else None)
+    if state.torn:
+        console.warn(torn_message(state, repaired=False))
+    return compute_stats(state)

@@ -119,12 +119,14 @@ def adapter_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
     return params
 
 
-def trainable_parameters(model: nn.Module, adapter: str | None = None) -> list[nn.Parameter]:
-    """Parameters to hand to an optimiser: those of ``adapter`` that require grad, or all trainable ones."""
+def trainable_parameters(model: nn.Module, adapter: str | None = None) -> dict[str, nn.Parameter]:
+    """Name -> parameter to hand to an optimiser (``model.named_parameters()`` order): every parameter that
+    requires grad, or only those of ``adapter``."""
     if adapter is None:
-        return [p for p in model.parameters() if p.requires_grad]
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
     _check_adapter(_as_peft(model, "trainable_parameters"), adapter)
-    return [p for p in adapter_parameters(model, adapter) if p.requires_grad]
+    own = {id(p) for p in adapter_parameters(model, adapter)}
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) in own}
 
 
 def _grad_flags(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:

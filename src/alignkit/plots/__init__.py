@@ -1,5 +1,7 @@
-"""PNG figures from runs and best-of-n samples: `make_plots` is what `alignkit plot` calls.
+"""PNG figures from runs and best-of-n samples: `run_plot` (`make_plots` on a `PlotConfig`) is what
+`alignkit plot` calls.
 
+- `config`: `PlotConfig`, the options of `alignkit plot`;
 - `sources`: read run directories (metrics.jsonl, the command from report.json / config.yaml) and
   best-of-n sample files, with FILE:LINE errors;
 - `best_of_k`: the unbiased best-of-k estimator from one best-of-N sample, and the KL bound;
@@ -11,10 +13,13 @@ docs/plot.md explains each figure and how to read it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignkit.errors import UserError
 from alignkit.plots.sources import load_inputs
+
+if TYPE_CHECKING:
+    from alignkit.plots.config import PlotConfig
 
 
 def default_output(first: Path) -> Path:
@@ -59,4 +64,9 @@ def make_plots(paths: list[Path], output: Path | None = None) -> dict[str, Any]:
     return {"output": str(out), "figures": figures, "skipped": skipped, "notes": notes}
 
 
-__all__ = ["default_output", "make_plots"]
+def run_plot(cfg: PlotConfig) -> dict[str, Any]:
+    """`alignkit plot`: `make_plots` of the config's paths into its output folder; returns the summary."""
+    return make_plots([Path(p) for p in cfg.paths], None if cfg.output is None else Path(cfg.output))
+
+
+__all__ = ["default_output", "make_plots", "run_plot"]

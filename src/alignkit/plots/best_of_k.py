@@ -15,8 +15,8 @@ the winner.
 
 The KL of best-of-k from the sampling policy is at most log k - (k - 1)/k nats (Stiennon et al. 2020,
 arXiv:2009.01325, appendix; Gao et al. 2022, sec. 2; an upper bound: Beirami et al. 2024,
-arXiv:2401.01879). `alignkit.sampling.best_of_n.kl_bound` is the scalar version; this one is vectorised
-and avoids importing torch.
+arXiv:2401.01879), computed for an array of k by `alignkit.losses.kl.best_of_n_kl_bound` (numpy only, no
+torch).
 """
 
 from __future__ import annotations
@@ -65,9 +65,3 @@ def mean_curve(curves: Sequence[np.ndarray], n: int) -> np.ndarray:
     """(n,) mean over prompts of each prompt's curve up to k = n (a prompt with more candidates than n
     still gives unbiased values for k <= n)."""
     return np.mean(np.stack([c[:n] for c in curves]), axis=0)
-
-
-def kl_bound(k: np.ndarray | Sequence[int]) -> np.ndarray:
-    """log k - (k - 1)/k nats for each k >= 1 (0 at k = 1)."""
-    k = np.asarray(k, dtype=np.float64)
-    return np.log(k) - (k - 1.0) / k

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from alignkit.plots.best_of_k import best_of_k_curve, kl_bound, mean_curve
+from alignkit.losses.kl import best_of_n_kl_bound as kl_bound
+from alignkit.plots.best_of_k import best_of_k_curve, mean_curve
 from alignkit.plots.sources import BestOfNData, RunData
 
 if TYPE_CHECKING:

@@ -31,6 +31,7 @@ from alignkit.data.records import Conversation, Message, Record, text_of
 from alignkit.errors import DataError
 from alignkit.losses.reward import batch_ranking_pairs
 from alignkit.models.shared_prompt import SharedPrompt, common_prefix, pack
+from alignkit.rewards.encoding import pad_rows
 
 TRAINABLE_KINDS = ("preference", "ranking")
 SHOW_SOURCES = 5  # sources listed in a warning
@@ -211,17 +212,6 @@ def prepare_comparisons(records: Sequence[Record], tokenizer, max_length: int) -
 
 
 # ------------------------------------------------------------------ batches
-def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad to the longest: input_ids (N, T) long, attention_mask (N, T) long, 1 on real tokens."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return input_ids, attention_mask
-
-
 def pack_shared(comparisons: Sequence[Comparison], pad_id: int) -> tuple[Tensor, Tensor, SharedPrompt]:
     """One right-padded row per comparison: its shared prefix, then each answer's own tokens
     (`models.shared_prompt.pack`). Answers are scored at ``layout.last``, in comparison order."""
@@ -274,7 +264,7 @@ def collate(comparisons: Sequence[Comparison], pad_id: int, share_prompt: bool =
     if share_prompt:
         input_ids, attention_mask, shared = pack_shared(comparisons, pad_id)
     else:
-        input_ids, attention_mask = pad_right([s for c in comparisons for s in c.sequences], pad_id)
+        input_ids, attention_mask = pad_rows([s for c in comparisons for s in c.sequences], pad_id)
     better, worse, weights = batch_ranking_pairs([c.ranks for c in comparisons])
     margin = None
     if any(c.margin is not None for c in comparisons):

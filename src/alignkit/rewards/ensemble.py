@@ -18,16 +18,13 @@ Combination rules for scores s_i with weights w_i:
 Each member scores token ids directly when its tokenizer is the policy's
 (shared base: no decode/re-encode); a reward model on another tokenizer gets
 the *text* of the prompt and response, re-tokenised with its own chat template
-(:func:`encode_conversations`).
+(`alignkit.rewards.encoding.encode_conversations`).
 
 Notation: B responses; T tokens.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -38,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from alignkit.data.records import Conversation, Message
+from alignkit.data.records import Conversation
 from alignkit.errors import ConfigError
+from alignkit.rewards.encoding import as_conversation, encode_conversations, tokenizer_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -74,115 +72,6 @@ class FunctionScorer:
 
     def score_text(self, prompts: list[Conversation], responses: list[str]) -> Tensor:
         return torch.as_tensor(self.fn(prompts, responses), dtype=torch.float32).reshape(-1)
-
-
-def as_conversation(prompt: Conversation | str | Sequence[dict]) -> Conversation:
-    """A prompt given as text, a Conversation, or TRL-style ``[{"role", "content"}]`` dicts → Conversation."""
-    if isinstance(prompt, str):
-        return (Message("user", prompt),)
-    return tuple(m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in prompt)
-
-
-def render_conversation(tokenizer: PreTrainedTokenizerBase, prompt: Conversation | str, response: str) -> str:
-    """Text of prompt + assistant response as a reward model trained by `alignkit rm` saw it.
-
-    The same rendering as the rm trainer's (``trainers/rm_data.py`` ``render``): the chat
-    template over the prompt messages plus the assistant turn (ChatML ends it with
-    ``<|im_end|>`` and a newline); without a template, the prompt's text, a blank line,
-    the response and the EOS token.
-    """
-    conv = as_conversation(prompt)
-    if getattr(tokenizer, "chat_template", None):
-        messages = [m.to_dict() for m in conv] + [{"role": "assistant", "content": response}]
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n\n".join(m.content for m in conv) + "\n\n" + response + (tokenizer.eos_token or "")
-
-
-def template_suffix_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Token ids the chat template puts after the assistant's end-of-turn token (ChatML: the newline).
-
-    A reward model trained on rendered conversations scores the *last* token of the
-    rendering, which for ChatML is that newline, not ``<|im_end|>``: a sampled response
-    that ended with EOS gets these ids appended before scoring so that the model sees
-    what it was trained on. Empty without a template or when nothing follows EOS.
-    """
-    eos = tokenizer.eos_token_id
-    if eos is None or not getattr(tokenizer, "chat_template", None):
-        return []
-    text = render_conversation(tokenizer, "x", "y")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if eos not in ids:
-        return []
-    return list(ids[len(ids) - ids[::-1].index(eos) :])
-
-
-def encode_conversations(
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[Conversation | str],
-    responses: Sequence[str],
-    finished: Sequence[bool] | None = None,
-    max_length: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Token ids of prompt + assistant response in ``tokenizer``'s own format, right-padded.
-
-    A finished response (it emitted EOS; the default) is the whole rendering of
-    :func:`render_conversation`. An unfinished one (cut at the length limit) is cut just
-    before the end-of-turn token the template adds, so the reward model scores the last
-    token the policy actually wrote -- as the shared-tokenizer path does. Rows longer
-    than ``max_length`` lose tokens from the left (the response end is what is scored).
-
-    Returns:
-        input_ids, attention_mask: (B, T) long; attention_mask 1 on real tokens.
-    """
-    rows: list[list[int]] = []
-    eos = tokenizer.eos_token_id
-    done = list(finished) if finished is not None else [True] * len(responses)
-    for prompt, response, ended in zip(prompts, responses, done, strict=True):
-        ids = tokenizer(render_conversation(tokenizer, prompt, response), add_special_tokens=False)[
-            "input_ids"
-        ]
-        if not ended and eos is not None and eos in ids:
-            ids = ids[: len(ids) - 1 - ids[::-1].index(eos)]  # drop the last end-of-turn and what follows
-        if max_length is not None and len(ids) > max_length:
-            ids = ids[-max_length:]
-        rows.append(list(ids))
-    return pad_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-
-
-def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Token-id lists → right-padded (B, T) ids and a (B, T) long mask, 1 on real tokens."""
-    width = max((len(r) for r in rows), default=0)
-    input_ids = torch.full((len(rows), max(width, 1)), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, ids in enumerate(rows):
-        if len(ids):
-            input_ids[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-            attention_mask[i, : len(ids)] = 1
-    return input_ids, attention_mask
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase | None) -> str | None:
-    """A hash of what decides token ids and formatting: vocabulary, special ids, chat template.
-
-    Two tokenizers with the same fingerprint turn the same conversation into the same
-    ids, so a reward model with the policy's fingerprint can score the policy's ids as
-    they are. Cached on the tokenizer object.
-    """
-    if tokenizer is None:
-        return None
-    cached = getattr(tokenizer, "_alignkit_fingerprint", None)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha256()
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    special = [tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id]
-    digest.update(
-        json.dumps([type(tokenizer).__name__, special, getattr(tokenizer, "chat_template", None)]).encode()
-    )
-    value = digest.hexdigest()
-    with contextlib.suppress(AttributeError):  # a tokenizer that refuses new attributes: recompute next time
-        tokenizer._alignkit_fingerprint = value
-    return value
 
 
 # ------------------------------------------------------------------------------------------ the set
@@ -335,7 +224,7 @@ def _score_grouped(scorer: Any, ids: Tensor, mask: Tensor, groups: Sequence[int]
 
 @dataclass
 class ModelScorer:
-    """A `trainers.reward_model.RewardModel` (adapter + head, or a sequence classifier) as a `Scorer`."""
+    """An `alignkit.rewards.model.RewardModel` (adapter + head, or a sequence classifier) as a `Scorer`."""
 
     model: Any  # RewardModel: forward(input_ids, attention_mask) -> (B,)
     shared: bool = (
@@ -361,10 +250,10 @@ class ModelScorer:
 
 def same_base(a: str, b: str) -> bool:
     """True when two model names mean the same base checkpoint (the embedded default, or one resolved path)."""
-    from alignkit.models import registry
+    from alignkit.models import default, registry
 
-    if registry.is_default(a) or registry.is_default(b):
-        return registry.is_default(a) and registry.is_default(b)
+    if default.is_default(a) or default.is_default(b):
+        return default.is_default(a) and default.is_default(b)
     try:
         return Path(registry.resolve(a)).resolve() == Path(registry.resolve(b)).resolve()
     except Exception:  # an unresolvable name (hub id offline): compare the text
@@ -497,19 +386,13 @@ __all__ = [
     "COMBINES",
     "ModelScorer",
     "load_reward_set",
-    "pad_rows",
-    "render_conversation",
     "same_base",
-    "template_suffix_ids",
     "FunctionScorer",
     "RewardMember",
     "RewardSet",
     "Scorer",
     "TokenBatch",
-    "as_conversation",
-    "encode_conversations",
     "parse_gate",
     "parse_reward_spec",
-    "tokenizer_fingerprint",
     "unique_names",
 ]

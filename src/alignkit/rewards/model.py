@@ -35,7 +35,8 @@ from torch import Tensor, nn
 from alignkit.errors import ModelError
 from alignkit.models.device import Precision, autocast, resolve_precision
 from alignkit.models.shared_prompt import SharedPrompt, common_prefix, mask_for, pack, supports_shared_prompt
-from alignkit.rewards.comparisons import Comparison, encode_answers, pad_right
+from alignkit.rewards.comparisons import Comparison, encode_answers
+from alignkit.rewards.encoding import pad_rows
 
 ADAPTER_NAME = "reward"
 KIND = "reward"
@@ -87,7 +88,7 @@ class RewardModel(nn.Module):
     ) -> Tensor:
         """input_ids, attention_mask: (N, T), right- or left-padded → rewards (N,) fp32.
 
-        With ``shared`` (see `rm_data.pack_shared`) the rows are packed comparisons
+        With ``shared`` (see `alignkit.rewards.comparisons.pack_shared`) the rows are packed comparisons
         (R, T) and the N rewards are read at each answer's last token (``shared.rows``, ``shared.last``).
         """
         device = next(self.model.parameters()).device
@@ -165,7 +166,7 @@ class RewardModel(nn.Module):
         with self._eval_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                input_ids, attention_mask = pad_right([sequences[i] for i in chunk], self.pad_id)
+                input_ids, attention_mask = pad_rows([sequences[i] for i in chunk], self.pad_id)
                 out[chunk] = self(input_ids, attention_mask).float().cpu()
         return out
 

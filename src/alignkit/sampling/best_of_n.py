@@ -11,7 +11,8 @@ prompt i, as `GenerationBatch` orders them).
 - **KL of best-of-n from the sampling policy** (Stiennon et al. 2020, arXiv:2009.01325, appendix; Gao et
   al. 2022, arXiv:2210.10760, sec. 2): ``KL_bon = log N - (N - 1) / N``. Beirami et al. 2024
   (arXiv:2401.01879, thm. 3.1) show it is an upper bound, tight when the N candidates are almost surely
-  distinct (long answers); with repeated answers the true KL is smaller.
+  distinct (long answers); with repeated answers the true KL is smaller. Computed by
+  `alignkit.losses.kl.best_of_n_kl_bound`.
 - **Exports** (TRL conversational JSONL, read back by `alignkit.data.load.load_records`): best versus worst
   as a preference pair (rejection sampling / iterative DPO; skipped when every candidate ties on the rerank
   key, then best and worst are one candidate, or when the two texts are equal), and the best as an SFT
@@ -20,7 +21,6 @@ prompt i, as `GenerationBatch` orders them).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,18 +28,9 @@ import torch
 from torch import Tensor
 
 from alignkit.data.records import Conversation, Message, Record
-from alignkit.rewards.ensemble import RewardSet, TokenBatch, pad_rows, template_suffix_ids
+from alignkit.rewards.encoding import pad_rows, template_suffix_ids
+from alignkit.rewards.ensemble import RewardSet, TokenBatch
 from alignkit.sampling.results import Generation
-
-
-def kl_bound(n: int) -> float:
-    """``log n - (n - 1) / n`` nats: the analytic KL of best-of-n from the base policy (an upper bound).
-
-    n = 1 gives 0 (the policy itself); it grows like log n: 0.636 at 4, 1.838 at 16, 3.174 at 64.
-    """
-    if n < 1:
-        raise ValueError(f"best-of-n needs n >= 1, got {n}")
-    return math.log(n) - (n - 1) / n
 
 
 @dataclass
@@ -156,7 +147,6 @@ __all__ = [
     "Scores",
     "best_index",
     "gate_passed",
-    "kl_bound",
     "preference_pair",
     "score_generations",
     "sft_example",

@@ -58,7 +58,7 @@ def _cpu_identity() -> str:
 
 def _build(compiler: str) -> Path:
     """Compile the kernel into the cache unless it is there; return the shared library's path."""
-    from alignkit.models.registry import cache_dir
+    from alignkit.models.default import cache_dir
 
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     source = SOURCE.read_bytes()

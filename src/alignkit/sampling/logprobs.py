@@ -37,7 +37,7 @@ def response_token_logps(
         row_ids, row_mask = ids[rows].to(device), mask[rows].to(device)
         positions = (row_mask.long().cumsum(-1) - 1).clamp_(min=0)
         # Logits at position t predict token t + 1: the T response tokens are predicted by the T positions
-        # before the last one. Positions go in as a tensor, not an int: see `generate._Decoder._forward`.
+        # before the last one. Positions go in as a tensor, not an int: see `decoder.Decoder._forward`.
         keep = torch.arange(ids.shape[1] - response_len - 1, ids.shape[1] - 1, device=device)
         logits = model(
             input_ids=row_ids, attention_mask=row_mask.long(), position_ids=positions, logits_to_keep=keep

@@ -139,24 +139,10 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
 
 def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     """Sample (and rerank) every prompt of ``cfg.prompts``; write the files; return the summary."""
-    from alignkit.data.load import load_records
-    from alignkit.sampling.best_of_n import (
-        best_index,
-        kl_bound,
-        preference_pair,
-        score_generations,
-        sft_example,
-        worst_index,
-    )
-    from alignkit.sampling.generate import generate
-
     if not cfg.prompts:
         raise ConfigError("--prompts PATH is required (a prompt file, or any data file with prompts)")
     paths = _check_outputs(cfg)
-    loaded = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid, limit=cfg.limit)
-    prompts = [rec.prompt for rec in loaded.records]
-    if loaded.skipped:
-        console.warn(f"{len(loaded.skipped)} invalid prompt records skipped (first: {loaded.skipped[0][0]})")
+    prompts = _load_prompts(cfg)
     model, tokenizer, base = load_policy(cfg)
     reranking = cfg.best_of_n is not None
     rewards = _load_rewards(cfg, model, base) if reranking else None
@@ -164,44 +150,8 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     n = settings.n
 
     writers = {role: AtomicJsonl(path) for role, path in paths.items()}
-    totals: dict[str, Any] = dict(new_tokens=0, generate_s=0.0, score_s=0.0, truncated=0, unfinished=0)
-    sums: dict[str, float] = {}  # score sums: "all", "best", "<name>", "best/<name>", "passed"
-    per_chunk = max(1, CHUNK_ROWS // n)
     try:
-        with console.progress("sampling", total=len(prompts), unit="prompt") as bar:
-            for start in range(0, len(prompts), per_chunk):
-                chunk = prompts[start : start + per_chunk]
-                settings.seed = cfg.seed * SEED_STRIDE + start
-                batch = generate(model, tokenizer, chunk, settings)
-                totals["new_tokens"] += int(batch.stats["new_tokens"])
-                totals["generate_s"] += float(batch.stats["total_s"])
-                totals["truncated"] += batch.truncated_prompts
-                totals["unfinished"] += sum(not g.finished for g in batch)
-                groups = batch.by_prompt()
-                lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
-                if rewards is not None:
-                    t0 = time.perf_counter()
-                    scores = score_generations(
-                        rewards, tokenizer, chunk, batch.generations, cfg.score_batch_size
-                    )
-                    totals["score_s"] += time.perf_counter() - t0
-                    combined, passed = scores.grid(n)
-                    best, worst = (
-                        best_index(combined, passed).tolist(),
-                        worst_index(combined, passed).tolist(),
-                    )
-                    _add_scores(sums, scores, best, n)
-                    for i, (line, group) in enumerate(zip(lines, groups, strict=True)):
-                        _annotate(line, scores, i, n, best[i], worst[i])
-                        if "export_pairs" in writers and best[i] != worst[i]:
-                            pair = preference_pair(chunk[i], group[best[i]], group[worst[i]])
-                            if pair is not None:
-                                writers["export_pairs"].write(pair.to_dict())
-                        if "export_sft" in writers:
-                            writers["export_sft"].write(sft_example(chunk[i], group[best[i]]).to_dict())
-                for line in lines:
-                    writers["output"].write(line)
-                bar.advance(len(chunk), tokens=int(batch.stats["new_tokens"]))
+        totals, sums = _sample_all(cfg, prompts, model, tokenizer, rewards, settings, writers)
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -209,11 +159,113 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     for writer in writers.values():
         writer.commit()
 
-    candidates = len(prompts) * n
-    summary: dict[str, Any] = {
+    summary = _summary(reranking, n, len(prompts), totals, paths["output"])
+    if rewards is not None:
+        _add_reward_summary(summary, rewards, sums, totals, writers)
+    if totals["truncated"]:
+        console.warn(
+            f"{totals['truncated']} of {len(prompts)} prompts were too long and lost tokens from the left "
+            "(marked prompt_truncated in the output); raise --max-prompt-tokens or shorten them"
+        )
+    return summary
+
+
+def _load_prompts(cfg: SampleConfig) -> list[Any]:
+    """The prompts of ``cfg.prompts`` (conversations), warning about skipped invalid records."""
+    from alignkit.data.load import load_records
+
+    loaded = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid, limit=cfg.limit)
+    prompts = [rec.prompt for rec in loaded.records]
+    if loaded.skipped:
+        console.warn(f"{len(loaded.skipped)} invalid prompt records skipped (first: {loaded.skipped[0][0]})")
+    return prompts
+
+
+def _sample_all(
+    cfg: SampleConfig,
+    prompts: list[Any],
+    model: Any,
+    tokenizer: Any,
+    rewards: Any,
+    settings: Any,
+    writers: dict[str, AtomicJsonl],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Sample (and, with ``rewards``, rerank) the prompts in chunks of about ``CHUNK_ROWS`` candidates, each
+    chunk with its own seed; write every line. Returns (totals, score sums) for the summary."""
+    from alignkit.sampling.generate import generate
+
+    n = settings.n
+    totals: dict[str, Any] = dict(new_tokens=0, generate_s=0.0, score_s=0.0, truncated=0, unfinished=0)
+    sums: dict[str, float] = {}  # score sums: "all", "best", "<name>", "best/<name>", "passed"
+    per_chunk = max(1, CHUNK_ROWS // n)
+    with console.progress("sampling", total=len(prompts), unit="prompt") as bar:
+        for start in range(0, len(prompts), per_chunk):
+            chunk = prompts[start : start + per_chunk]
+            settings.seed = cfg.seed * SEED_STRIDE + start
+            batch = generate(model, tokenizer, chunk, settings)
+            totals["new_tokens"] += int(batch.stats["new_tokens"])
+            totals["generate_s"] += float(batch.stats["total_s"])
+            totals["truncated"] += batch.truncated_prompts
+            totals["unfinished"] += sum(not g.finished for g in batch)
+            groups = batch.by_prompt()
+            lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
+            if rewards is not None:
+                best, worst = _rerank_chunk(cfg, rewards, tokenizer, chunk, batch, lines, totals, sums)
+                _write_exports(writers, chunk, groups, best, worst)
+            for line in lines:
+                writers["output"].write(line)
+            bar.advance(len(chunk), tokens=int(batch.stats["new_tokens"]))
+    return totals, sums
+
+
+def _rerank_chunk(
+    cfg: SampleConfig,
+    rewards: Any,
+    tokenizer: Any,
+    chunk: list[Any],
+    batch: Any,
+    lines: list[dict[str, Any]],
+    totals: dict[str, Any],
+    sums: dict[str, float],
+) -> tuple[list[int], list[int]]:
+    """Score one chunk's candidates, annotate its output lines with the scores and the winner, and add to the
+    score sums. Returns the (P,) best and worst candidate of each prompt."""
+    from alignkit.sampling.best_of_n import best_index, score_generations, worst_index
+
+    n = batch.n
+    t0 = time.perf_counter()
+    scores = score_generations(rewards, tokenizer, chunk, batch.generations, cfg.score_batch_size)
+    totals["score_s"] += time.perf_counter() - t0
+    combined, passed = scores.grid(n)
+    best, worst = best_index(combined, passed).tolist(), worst_index(combined, passed).tolist()
+    _add_scores(sums, scores, best, n)
+    for i, line in enumerate(lines):
+        _annotate(line, scores, i, n, best[i], worst[i])
+    return best, worst
+
+
+def _write_exports(
+    writers: dict[str, AtomicJsonl], chunk: list[Any], groups: list[Any], best: list[int], worst: list[int]
+) -> None:
+    """Best versus worst as a preference pair (when they differ), and the best as an SFT example."""
+    from alignkit.sampling.best_of_n import preference_pair, sft_example
+
+    for i, group in enumerate(groups):
+        if "export_pairs" in writers and best[i] != worst[i]:
+            pair = preference_pair(chunk[i], group[best[i]], group[worst[i]])
+            if pair is not None:
+                writers["export_pairs"].write(pair.to_dict())
+        if "export_sft" in writers:
+            writers["export_sft"].write(sft_example(chunk[i], group[best[i]]).to_dict())
+
+
+def _summary(reranking: bool, n: int, prompts: int, totals: dict[str, Any], output: Path) -> dict[str, Any]:
+    """The summary of any run: counts, speed, truncation, the output file."""
+    candidates = prompts * n
+    return {
         "mode": "best-of-n" if reranking else "sample",
         "n": n,
-        "prompts": len(prompts),
+        "prompts": prompts,
         "candidates": candidates,
         "new_tokens": totals["new_tokens"],
         "tokens_per_s": totals["new_tokens"] / totals["generate_s"] if totals["generate_s"] > 0 else 0.0,
@@ -221,37 +273,41 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
         "generate_s": totals["generate_s"],
         "truncated_prompts": totals["truncated"],
         "unfinished_fraction": totals["unfinished"] / candidates,
-        "output": str(paths["output"]),
+        "output": str(output),
     }
-    if rewards is not None:
-        summary.update(
-            kl_bound=kl_bound(n),
-            mean_best_score=sums["best"] / len(prompts),
-            mean_score=sums["all"] / candidates,
-            rewards={
-                m.name: {
-                    "mean": sums[m.name] / candidates,
-                    "mean_best": sums[f"best/{m.name}"] / len(prompts),
-                    "shared_base": bool(
-                        getattr(m.scorer, "shared", False)
-                    ),  # an adapter on the policy's base
-                }
-                for m in rewards.members
-            },
-            score_s=totals["score_s"],
-            retokenised=dict(rewards.retokenised),
-        )
-        if "passed" in sums:
-            summary["gate_pass_rate"] = sums["passed"] / candidates
-        for role in ("export_pairs", "export_sft"):
-            if role in writers:
-                summary[role.removeprefix("export_")] = writers[role].lines
-    if totals["truncated"]:
-        console.warn(
-            f"{totals['truncated']} of {len(prompts)} prompts were too long and lost tokens from the left "
-            "(marked prompt_truncated in the output); raise --max-prompt-tokens or shorten them"
-        )
-    return summary
+
+
+def _add_reward_summary(
+    summary: dict[str, Any],
+    rewards: Any,
+    sums: dict[str, float],
+    totals: dict[str, Any],
+    writers: dict[str, AtomicJsonl],
+) -> None:
+    """Best-of-n's part of the summary: the KL bound, mean scores (all and chosen), gate pass rate, exports."""
+    from alignkit.losses.kl import best_of_n_kl_bound
+
+    n, prompts, candidates = summary["n"], summary["prompts"], summary["candidates"]
+    summary.update(
+        kl_bound=best_of_n_kl_bound(n),
+        mean_best_score=sums["best"] / prompts,
+        mean_score=sums["all"] / candidates,
+        rewards={
+            m.name: {
+                "mean": sums[m.name] / candidates,
+                "mean_best": sums[f"best/{m.name}"] / prompts,
+                "shared_base": bool(getattr(m.scorer, "shared", False)),  # an adapter on the policy's base
+            }
+            for m in rewards.members
+        },
+        score_s=totals["score_s"],
+        retokenised=dict(rewards.retokenised),
+    )
+    if "passed" in sums:
+        summary["gate_pass_rate"] = sums["passed"] / candidates
+    for role in ("export_pairs", "export_sft"):
+        if role in writers:
+            summary[role.removeprefix("export_")] = writers[role].lines
 
 
 def _plain_line(prompt, group) -> dict[str, Any]:

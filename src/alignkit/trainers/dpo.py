@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 
 import alignkit.trainers.dpo_shared_prompt as dpo_shared
-import alignkit.trainers.trl.common as common
 from alignkit import console
 from alignkit.trainers.dpo_config import DPOConfig, parse_losses
+from alignkit.trainers.trl.callback import RunCallback
+from alignkit.trainers.trl.report import series, trend
+from alignkit.trainers.trl.run import build_trainer, conclude, train, training_args
+from alignkit.trainers.trl.setup import open_run, prepare
 
 COMMAND = "dpo"
 
@@ -154,9 +157,9 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
     from trl import DPOTrainer
 
     title = f"alignkit dpo ({cfg.loss}, beta {cfg.beta})"
-    setup = common.prepare(cfg, "preference", needs_reference=True, title=title)
-    run = common.open_run(COMMAND, cfg, setup.procs)
-    args = common.training_args(
+    setup = prepare(cfg, "preference", needs_reference=True, title=title)
+    run = open_run(COMMAND, cfg, setup.procs)
+    args = training_args(
         TRLDPOConfig,
         cfg,
         run,
@@ -168,8 +171,8 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
         precompute_ref_log_probs=cfg.precompute_ref,
         eval_strategy="no",  # held-out evaluation is ours (evaluate_pairs), at --eval-every and at the end
     )
-    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
-    trainer = common.build_trainer(DPOTrainer, setup, args, callback, "preference", ref_model=setup.ref_model)
+    callback = RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = build_trainer(DPOTrainer, setup, args, callback, "preference", ref_model=setup.ref_model)
     if cfg.share_prompt and not dpo_shared.install(trainer):
         console.info("dpo: the prompt is forwarded with each answer (this model or setup cannot share it)")
     history: list[dict[str, Any]] = []
@@ -183,7 +186,7 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
 
     if setup.eval and cfg.eval_every > 0:
         callback.every(cfg.eval_every, held_out)
-    result = common.train(trainer, callback, run, cfg, COMMAND)
+    result = train(trainer, callback, run, cfg, COMMAND)
     final = held_out(result.steps) if setup.eval else {"eval_pairs": 0}
     if setup.eval and setup.procs.main:
         final.update(_sampled_kl(trainer.model, setup, cfg))
@@ -194,9 +197,9 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
 
     def fields() -> dict[str, Any]:
         trends = {
-            "logps_chosen": common.trend(common.series(callback.rows, "logps/chosen")),
-            "logps_rejected": common.trend(common.series(callback.rows, "logps/rejected")),
-            "reward_margin": common.trend(common.series(callback.rows, "reward/margin")),
+            "logps_chosen": trend(series(callback.rows, "logps/chosen")),
+            "logps_rejected": trend(series(callback.rows, "logps/rejected")),
+            "reward_margin": trend(series(callback.rows, "reward/margin")),
         }
         warn_falling_chosen(trends["logps_chosen"])
         return {
@@ -219,11 +222,11 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
             "eval_history": history[:-1],
         }
 
-    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)
+    return conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)
 
 
 def warn_falling_chosen(chosen: dict[str, Any] | None) -> None:
-    """Warn when the chosen answers' log-prob fell throughout training (`common.trend`)."""
+    """Warn when the chosen answers' log-prob fell throughout training (`trl.report.trend`)."""
     if chosen and chosen["falls_throughout"]:
         console.warn(
             f"the chosen answers' log-prob fell throughout training ({chosen['first']:.1f} -> {chosen['last']:.1f}): "

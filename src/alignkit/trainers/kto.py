@@ -24,9 +24,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import alignkit.trainers.trl.common as common
 from alignkit import console
 from alignkit.trainers.kto_config import KTOConfig
+from alignkit.trainers.trl.callback import RunCallback
+from alignkit.trainers.trl.report import series, trend
+from alignkit.trainers.trl.run import build_trainer, conclude, eval_args, train, training_args
+from alignkit.trainers.trl.setup import open_run, prepare
 
 COMMAND = "kto"
 RATIO_RANGE = (1.0, 4.0 / 3.0)  # Ethayarajh et al. 2024, eq. 8
@@ -91,7 +94,7 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
     from trl import KTOTrainer
 
     title = f"alignkit kto ({cfg.loss}, beta {cfg.beta})"
-    setup = common.prepare(cfg, "unpaired", needs_reference=True, title=title)
+    setup = prepare(cfg, "unpaired", needs_reference=True, title=title)
     random.Random(cfg.seed).shuffle(setup.train)  # TRL reads KTO data in order (see module docstring)
     n_desirable = sum(1 for r in setup.train if r.label)
     n_undesirable = len(setup.train) - n_desirable
@@ -106,8 +109,8 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
         else:  # alignkit balanced the classes itself
             console.info(message)
 
-    run = common.open_run(COMMAND, cfg, setup.procs)
-    args = common.training_args(
+    run = open_run(COMMAND, cfg, setup.procs)
+    args = training_args(
         TRLKTOConfig,
         cfg,
         run,
@@ -118,11 +121,11 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
         undesirable_weight=lam_u,
         precompute_ref_log_probs=cfg.precompute_ref,
         train_sampling_strategy="sequential",  # TRL's KL estimate pairs neighbours; we shuffled above
-        **common.eval_args(cfg, bool(setup.eval)),
+        **eval_args(cfg, bool(setup.eval)),
     )
-    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
-    trainer = common.build_trainer(KTOTrainer, setup, args, callback, "unpaired", ref_model=setup.ref_model)
-    result = common.train(trainer, callback, run, cfg, COMMAND)
+    callback = RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = build_trainer(KTOTrainer, setup, args, callback, "unpaired", ref_model=setup.ref_model)
+    result = train(trainer, callback, run, cfg, COMMAND)
     final = trainer.evaluate() if setup.eval else {}
 
     def fields() -> dict[str, Any]:
@@ -142,10 +145,10 @@ def run_kto(cfg: KTOConfig) -> dict[str, Any]:
             "beta": cfg.beta,
             "reference": setup.reference,
             "trends": {
-                "logps_desirable": common.trend(common.series(callback.rows, "logps/chosen")),
-                "logps_undesirable": common.trend(common.series(callback.rows, "logps/rejected")),
+                "logps_desirable": trend(series(callback.rows, "logps/chosen")),
+                "logps_undesirable": trend(series(callback.rows, "logps/rejected")),
             },
             "eval_history": callback.eval_rows[:-1] if setup.eval else [],
         }
 
-    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)
+    return conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)

@@ -5,7 +5,7 @@ Algorithm (per optimizer step, ``grad_accum`` micro-batches of ``batch_size`` co
 1. every answer of every comparison in the micro-batch is forwarded once, all in one
    right-padded batch: scores r (N,). By default (``share_prompt``) a comparison is one
    packed row, its prompt forwarded once and each answer after it under a block mask
-   (`rm_data.pack_shared`); otherwise each answer is a row of its own;
+   (`rewards.comparisons.pack_shared`); otherwise each answer is a row of its own;
 2. all C(K, 2) (better, worse) pairs are gathered from r, each pair weighted
    1 / (pairs of its comparison), so a ranking counts as one comparison
    (InstructGPT, Ouyang et al. 2022, sec. 3.5);
@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from alignkit.errors import ConfigError, TrainingError
 from alignkit.losses.reward import centering_loss, ranking_loss
 from alignkit.models.cpu_attention import enable_for_training, saved_bytes_per_score
 from alignkit.models.device import Precision, resolve_precision
+from alignkit.models.lora import trainable_parameters
 from alignkit.rewards.comparisons import (
     SHOW_SOURCES,
     PreparedData,
@@ -48,7 +49,7 @@ from alignkit.rewards.comparisons import (
 )
 from alignkit.rewards.model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
 from alignkit.runs import Run
-from alignkit.trainers import loop
+from alignkit.trainers import checkpoints, loop, memory, processes
 from alignkit.trainers.rm_config import RMConfig
 
 
@@ -134,7 +135,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 
     device = default_device()
     # We place the model ourselves (on `device`); accelerate only wraps it for data parallelism.
-    loop.fresh_accelerate_state()
+    processes.fresh_accelerate_state()
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     main = accelerator.is_main_process
     if not main:
@@ -165,7 +166,8 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
         if cfg.merge:
             summary["merged"] = str(export_reward_model(out, run.path / "merged", overwrite=True))
     if evals is not None:
-        from alignkit.evaluation.reward_model import evaluate_comparisons, show_eval
+        from alignkit.evaluation.reward_model import evaluate_comparisons
+        from alignkit.reports.reward_model import show_eval
 
         result = evaluate_comparisons(rm, evals.comparisons, cfg.eval_batch_size)
         summary["eval_accuracy"] = result["accuracy"]
@@ -219,6 +221,36 @@ def _compiled(cfg: RMConfig, rm: RewardModel, device: torch.device) -> Iterator[
         undo()
 
 
+@dataclass
+class _Training:
+    """What the steps of `train_reward_model` share: the plan, the optimizer, and the state a checkpoint carries."""
+
+    cfg: RMConfig
+    rm: RewardModel
+    train: PreparedData
+    run: Run
+    accelerator: Any
+    share_prompt: bool  # each comparison one packed row (its prompt forwarded once)
+    world: tuple[int, int]  # (this process, processes)
+    per_epoch: int  # micro-batches per epoch on each process
+    total_steps: int
+    params: dict[str, torch.nn.Parameter]
+    optimizer: Any  # AdamW; accelerate's wrapper once prepared
+    scheduler: Any
+    cursor: loop.BatchCursor = field(default_factory=loop.BatchCursor)
+    step: int = 0
+    counters: dict[str, float] = field(default_factory=lambda: {"train_seconds": 0.0, "tokens": 0})
+    last_checkpoint: Path | None = None
+    budget: Any = None  # the `memory.ActivationBudget`
+    model: Any = None  # ``rm`` as accelerate prepared it
+    device: torch.device | None = None  # where the model is: every batch tensor goes there
+    stream: Iterator[list[int]] | None = None  # this process's micro-batches of comparison indices
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+
 def train_reward_model(
     cfg: RMConfig,
     rm: RewardModel,
@@ -231,9 +263,33 @@ def train_reward_model(
 
     Returns ``steps``, ``train_seconds`` (this run and the ones it resumed) and ``tokens_per_s``.
     """
-    from alignkit.evaluation.reward_model import evaluate_comparisons
+    t = _start_training(cfg, rm, train, run, accelerator)
+    window: list[dict[str, float]] = []
+    rm.train()
+    with console.progress("rm", total=t.total_steps, unit="step") as bar:
+        bar.advance(t.step)
+        while t.step < t.total_steps:
+            stats, real = _train_step(t)
+            window.append(stats)
+            bar.advance(
+                1, tokens=real, status=f"loss {stats['loss/total']:.3f} acc {stats['reward/accuracy']:.2f}"
+            )
+            window = _after_step(t, window, evals)
+    return {
+        "command": "rm",
+        "run": str(run.path),
+        "steps": t.step,
+        "train_seconds": round(t.counters["train_seconds"], 3),
+        "tokens_per_s": t.counters["tokens"] / max(t.counters["train_seconds"], 1e-9),
+        "precision": rm.precision.name,
+        "lora": cfg.lora,
+    }
 
-    main = accelerator.is_main_process
+
+def _start_training(
+    cfg: RMConfig, rm: RewardModel, train: PreparedData, run: Run, accelerator: Any
+) -> _Training:
+    """Plan the steps, build the optimizer and schedule, resume, and prepare the model for accelerate."""
     share_prompt = cfg.share_prompt and rm.shares_prompt
     if cfg.share_prompt and not share_prompt:
         console.info(
@@ -247,28 +303,57 @@ def train_reward_model(
     world = (accelerator.process_index, accelerator.num_processes)
     per_epoch = len(make_epoch(0)) // world[1]
     total_steps = loop.plan_steps(per_epoch, cfg.grad_accum, cfg.epochs, cfg.max_steps)
-    params = loop.trainable_parameters(rm)
+    params = trainable_parameters(rm)
     optimizer = loop.build_optimizer(params, cfg.lr, cfg.weight_decay)
     scheduler = loop.build_scheduler(optimizer, total_steps, cfg.warmup_ratio)
-
-    cursor, step, counters = loop.BatchCursor(), 0, {"train_seconds": 0.0, "tokens": 0}
-    last_checkpoint = None
+    t = _Training(
+        cfg,
+        rm,
+        train,
+        run,
+        accelerator,
+        share_prompt,
+        world,
+        per_epoch,
+        total_steps,
+        params,
+        optimizer,
+        scheduler,
+    )
     if cfg.resume:
-        last_checkpoint = run.latest_checkpoint()
-        if last_checkpoint is None:
-            console.warn(f"{run.path}: no checkpoint yet; starting from step 0")
-        else:
-            state = loop.load_checkpoint(last_checkpoint, params, optimizer, scheduler)
-            step = int(state["step"])
-            cursor = loop.BatchCursor(**state["cursor"])
-            counters.update(state.get("counters", {}))
-            if main:
-                run.truncate_metrics(step)
-            console.info(f"resumed from {last_checkpoint} (step {step} of {total_steps})")
-    budget = loop.ActivationBudget(
+        _resume(t)
+    t.budget = _activation_budget(cfg, rm)
+    t.model, t.optimizer = accelerator.prepare(rm, optimizer)
+    t.device = next(rm.parameters()).device  # every batch tensor goes where the model is
+    console.info(
+        f"rm: {len(train.comparisons)} comparisons, {total_steps} steps of {cfg.batch_size} x {cfg.grad_accum}"
+        f" x {world[1]} process(es), {rm.precision.name}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'all weights'}"
+    )
+    t.stream = loop.micro_batches(make_epoch, t.cursor, world)
+    return t
+
+
+def _resume(t: _Training) -> None:
+    """--resume: weights, optimizer, schedule, data position and counters from the run's last checkpoint."""
+    t.last_checkpoint = t.run.latest_checkpoint()
+    if t.last_checkpoint is None:
+        console.warn(f"{t.run.path}: no checkpoint yet; starting from step 0")
+        return
+    state = checkpoints.load_checkpoint(t.last_checkpoint, t.params, t.optimizer, t.scheduler)
+    t.step = int(state["step"])
+    t.cursor = loop.BatchCursor(**state["cursor"])
+    t.counters.update(state.get("counters", {}))
+    if t.main:
+        t.run.truncate_metrics(t.step)
+    console.info(f"resumed from {t.last_checkpoint} (step {t.step} of {t.total_steps})")
+
+
+def _activation_budget(cfg: RMConfig, rm: RewardModel) -> memory.ActivationBudget:
+    """How many layers to checkpoint per micro-batch so its activations fit --activation-memory-gb."""
+    return memory.ActivationBudget(
         rm.model,
         cfg.activation_memory_gb * 1e9 if cfg.activation_memory_gb > 0 else None,
-        loop.activation_bytes_per_token(
+        memory.activation_bytes_per_token(
             rm.model.config,
             cfg.lora_r if cfg.lora else 0,
             2 if rm.precision.autocast_dtype is not None else 4,
@@ -276,113 +361,119 @@ def train_reward_model(
         always=cfg.gradient_checkpointing,
         per_score=saved_bytes_per_score(rm.model),
     )
-    model, optimizer = accelerator.prepare(rm, optimizer)
-    precision = rm.precision
-    device = next(rm.parameters()).device  # every batch tensor goes where the model is
-    console.info(
-        f"rm: {len(train.comparisons)} comparisons, {total_steps} steps of {cfg.batch_size} x {cfg.grad_accum}"
-        f" x {world[1]} process(es), {precision.name}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'all weights'}"
+
+
+def _train_step(t: _Training) -> tuple[dict[str, float], int]:
+    """One optimizer step over ``grad_accum`` micro-batches; return its statistics and its real tokens."""
+    cfg, params, optimizer, scheduler = t.cfg, t.params, t.optimizer, t.scheduler
+    started = time.perf_counter()
+    assert t.stream is not None
+    batches = [
+        collate([t.train.comparisons[i] for i in next(t.stream)], t.rm.pad_id, t.share_prompt).to(t.device)
+        for _ in range(cfg.grad_accum)
+    ]
+    stats, saved_bytes, checkpointed = _accumulate_gradients(t, batches)
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+    grad_norm = t.accelerator.clip_grad_norm_(list(params.values()), max_norm)
+    loop.check_finite(grad_norm, t.step + 1, "the gradient norm", t.last_checkpoint)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if cfg.release_memory:  # part of the step's time
+        memory.release_freed_memory()
+    t.step += 1
+    seconds = time.perf_counter() - started
+    real = sum(b.real_tokens for b in batches)
+    computed = sum(b.computed_tokens for b in batches)
+    t.counters["train_seconds"] += seconds
+    t.counters["tokens"] += real
+    stats.update(
+        {
+            "train/lr": lr,
+            "train/grad_norm": float(grad_norm),
+            "perf/tokens_per_s": real / seconds,
+            "perf/forward_tokens_per_s": computed / seconds,
+            "perf/padding_efficiency": computed / sum(b.input_ids.numel() for b in batches),
+            "perf/step_seconds": seconds,
+            "perf/checkpointed_layers": checkpointed,
+            "perf/saved_activation_gb": saved_bytes / 1e9,
+            "perf/activation_estimate_scale": t.budget.scale,
+            "train/epoch": t.cursor.epoch + t.cursor.batch / max(1, t.per_epoch * t.world[1]),
+        }
     )
-    stream = loop.micro_batches(make_epoch, cursor, world)
-    window: list[dict[str, float]] = []
-    rm.train()
+    return stats, real
 
-    def checkpoint(at: int) -> None:
-        nonlocal last_checkpoint
-        if main:
-            state = {"cursor": asdict(cursor), "counters": counters, "total_steps": total_steps}
-            last_checkpoint = loop.save_checkpoint(
-                run, at, params, optimizer, scheduler, state, keep=cfg.keep_checkpoints
-            )
-        accelerator.wait_for_everyone()
 
-    with console.progress("rm", total=total_steps, unit="step") as bar:
-        bar.advance(step)
-        while step < total_steps:
-            started = time.perf_counter()
-            batches = [
-                collate([train.comparisons[i] for i in next(stream)], rm.pad_id, share_prompt).to(device)
-                for _ in range(cfg.grad_accum)
-            ]
-            units = sum(b.comparisons for b in batches)
-            stats: dict[str, float] = {}
-            saved_bytes = 0
-            for k, batch in enumerate(batches):
-                last = k == len(batches) - 1
-                # Gradients are summed locally and all-reduced once, on the last micro-batch.
-                checkpointed = budget.plan(*batch.input_ids.shape)
-                with nullcontext() if last else accelerator.no_sync(model):
-                    with budget.measure():
-                        scores = model(batch.input_ids, batch.attention_mask, batch.shared)  # (N,) per answer
-                    saved_bytes = max(saved_bytes, budget.last_saved_bytes)
-                    bt, bt_stats = ranking_loss(
-                        scores, batch.better_idx, batch.worse_idx, batch.pair_weights, batch.margin
-                    )
-                    center, _ = centering_loss(scores[batch.better_idx], scores[batch.worse_idx])
-                    loss = bt + cfg.center_rewards * center
-                    loop.check_finite(loss, step + 1, "the loss", last_checkpoint)
-                    share = batch.comparisons / units  # this micro-batch's share of the step's mean
-                    accelerator.backward(loss * share)
-                for name, value in {
-                    "loss/total": loss,
-                    "loss/bt": bt,
-                    "loss/center": center,
-                    **bt_stats,
-                }.items():
-                    stats[name] = stats.get(name, 0.0) + float(value.detach()) * share
-            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-            grad_norm = accelerator.clip_grad_norm_(list(params.values()), max_norm)
-            loop.check_finite(grad_norm, step + 1, "the gradient norm", last_checkpoint)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if cfg.release_memory:  # part of the step's time
-                loop.release_freed_memory()
-            step += 1
-            seconds = time.perf_counter() - started
-            real = sum(b.real_tokens for b in batches)
-            computed = sum(b.computed_tokens for b in batches)
-            counters["train_seconds"] += seconds
-            counters["tokens"] += real
-            stats.update(
-                {
-                    "train/lr": lr,
-                    "train/grad_norm": float(grad_norm),
-                    "perf/tokens_per_s": real / seconds,
-                    "perf/forward_tokens_per_s": computed / seconds,
-                    "perf/padding_efficiency": computed / sum(b.input_ids.numel() for b in batches),
-                    "perf/step_seconds": seconds,
-                    "perf/checkpointed_layers": checkpointed,
-                    "perf/saved_activation_gb": saved_bytes / 1e9,
-                    "perf/activation_estimate_scale": budget.scale,
-                    "train/epoch": cursor.epoch + cursor.batch / max(1, per_epoch * world[1]),
-                }
+def _accumulate_gradients(t: _Training, batches: list[Any]) -> tuple[dict[str, float], int, int]:
+    """Forward and backward every micro-batch, each loss scaled by its share of the step's comparisons.
+
+    Returns the step's loss statistics (comparison-weighted means), the most activation bytes one
+    micro-batch saved, and the layers checkpointed on the last one.
+    """
+    cfg, model, budget, accelerator = t.cfg, t.model, t.budget, t.accelerator
+    units = sum(b.comparisons for b in batches)
+    stats: dict[str, float] = {}
+    saved_bytes = 0
+    checkpointed = 0
+    for k, batch in enumerate(batches):
+        last = k == len(batches) - 1
+        # Gradients are summed locally and all-reduced once, on the last micro-batch.
+        checkpointed = budget.plan(*batch.input_ids.shape)
+        with nullcontext() if last else accelerator.no_sync(model):
+            with budget.measure():
+                scores = model(batch.input_ids, batch.attention_mask, batch.shared)  # (N,) per answer
+            saved_bytes = max(saved_bytes, budget.last_saved_bytes)
+            bt, bt_stats = ranking_loss(
+                scores, batch.better_idx, batch.worse_idx, batch.pair_weights, batch.margin
             )
-            window.append(stats)
-            bar.advance(
-                1, tokens=real, status=f"loss {stats['loss/total']:.3f} acc {stats['reward/accuracy']:.2f}"
-            )
-            if step % cfg.log_every == 0 or step == total_steps:
-                if main:
-                    run.log(step, _mean(window))
-                window = []
-            if evals is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                result = evaluate_comparisons(rm, evals.comparisons, cfg.eval_batch_size)
-                rm.train()
-                if main:
-                    run.log(step, {f"eval/{k}": result[k] for k in EVAL_LOGGED})
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                checkpoint(step)
-    return {
-        "command": "rm",
-        "run": str(run.path),
-        "steps": step,
-        "train_seconds": round(counters["train_seconds"], 3),
-        "tokens_per_s": counters["tokens"] / max(counters["train_seconds"], 1e-9),
-        "precision": precision.name,
-        "lora": cfg.lora,
-    }
+            center, _ = centering_loss(scores[batch.better_idx], scores[batch.worse_idx])
+            loss = bt + cfg.center_rewards * center
+            loop.check_finite(loss, t.step + 1, "the loss", t.last_checkpoint)
+            share = batch.comparisons / units  # this micro-batch's share of the step's mean
+            accelerator.backward(loss * share)
+        for name, value in {
+            "loss/total": loss,
+            "loss/bt": bt,
+            "loss/center": center,
+            **bt_stats,
+        }.items():
+            stats[name] = stats.get(name, 0.0) + float(value.detach()) * share
+    return stats, saved_bytes, checkpointed
+
+
+def _after_step(
+    t: _Training, window: list[dict[str, float]], evals: PreparedData | None
+) -> list[dict[str, float]]:
+    """Log the window of steps every --log-every, evaluate every --eval-every, checkpoint every --save-every.
+
+    Returns the window of statistics still to log.
+    """
+    cfg, step = t.cfg, t.step
+    if step % cfg.log_every == 0 or step == t.total_steps:
+        if t.main:
+            t.run.log(step, _mean(window))
+        window = []
+    if evals is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < t.total_steps:
+        from alignkit.evaluation.reward_model import evaluate_comparisons
+
+        result = evaluate_comparisons(t.rm, evals.comparisons, cfg.eval_batch_size)
+        t.rm.train()
+        if t.main:
+            t.run.log(step, {f"eval/{k}": result[k] for k in EVAL_LOGGED})
+    if (cfg.save_every and step % cfg.save_every == 0) or step == t.total_steps:
+        _save(t, step)
+    return window
+
+
+def _save(t: _Training, at: int) -> None:
+    """Checkpoint step ``at`` on the main process; every process waits for it."""
+    if t.main:
+        state = {"cursor": asdict(t.cursor), "counters": t.counters, "total_steps": t.total_steps}
+        t.last_checkpoint = checkpoints.save_checkpoint(
+            t.run, at, t.params, t.optimizer, t.scheduler, state, keep=t.cfg.keep_checkpoints
+        )
+    t.accelerator.wait_for_everyone()
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import alignkit.trainers.trl.common as common
 from alignkit.trainers.sft_config import SFTConfig
+from alignkit.trainers.trl.callback import RunCallback
+from alignkit.trainers.trl.run import build_trainer, conclude, eval_args, train, training_args
+from alignkit.trainers.trl.setup import open_run, prepare
 
 COMMAND = "sft"
 
@@ -27,9 +29,9 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    setup = common.prepare(cfg, "sft", needs_reference=False, title=f"alignkit sft ({cfg.loss})")
-    run = common.open_run(COMMAND, cfg, setup.procs)
-    args = common.training_args(
+    setup = prepare(cfg, "sft", needs_reference=False, title=f"alignkit sft ({cfg.loss})")
+    run = open_run(COMMAND, cfg, setup.procs)
+    args = training_args(
         TRLSFTConfig,
         cfg,
         run,
@@ -38,11 +40,11 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         completion_only_loss=True,
         assistant_only_loss=False,
         packing=False,
-        **common.eval_args(cfg, bool(setup.eval)),
+        **eval_args(cfg, bool(setup.eval)),
     )
-    callback = common.RunCallback(run, setup.procs, cfg.keep_checkpoints)
-    trainer = common.build_trainer(SFTTrainer, setup, args, callback, "sft")
-    result = common.train(trainer, callback, run, cfg, COMMAND)
+    callback = RunCallback(run, setup.procs, cfg.keep_checkpoints)
+    trainer = build_trainer(SFTTrainer, setup, args, callback, "sft")
+    result = train(trainer, callback, run, cfg, COMMAND)
     final = trainer.evaluate() if setup.eval else {}
 
     def fields() -> dict[str, Any]:
@@ -57,4 +59,4 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
             "eval_history": callback.eval_rows[:-1] if setup.eval else [],
         }
 
-    return common.conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)
+    return conclude(COMMAND, trainer, callback, setup, run, cfg, result, fields)

@@ -101,16 +101,17 @@ def length_penalty(answer: str) -> float:
 
 def score_parts(prompt: str, answer: str) -> dict[str, float]:
     """Each term of the rule before weighting (habits are 0/1), plus ``length_penalty``."""
-    import alignkit.habits.rules as habits
+    from alignkit.habits.refusal import is_refusal
+    from alignkit.habits.style import has_ai_disclaimer, has_apology, has_trailing_filler
 
     return {
         "relevance": relevance(prompt, answer),
         "complete": float(is_complete(answer)),
         "repetition": repetition(answer),
-        "refusal": float(habits.is_refusal(answer)),
-        "ai_disclaimer": float(habits.has_ai_disclaimer(answer)),
-        "trailing_filler": float(habits.has_trailing_filler(answer)),
-        "apology": float(habits.has_apology(answer)),
+        "refusal": float(is_refusal(answer)),
+        "ai_disclaimer": float(has_ai_disclaimer(answer)),
+        "trailing_filler": float(has_trailing_filler(answer)),
+        "apology": float(has_apology(answer)),
         "length_penalty": length_penalty(answer),
     }
 

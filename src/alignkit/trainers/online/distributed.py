@@ -23,7 +23,7 @@ class Dist:
         from accelerate import PartialState
 
         from alignkit.models.device import default_device
-        from alignkit.trainers.loop import fresh_accelerate_state
+        from alignkit.trainers.processes import fresh_accelerate_state
 
         cpu = default_device().type == "cpu"
         fresh_accelerate_state()

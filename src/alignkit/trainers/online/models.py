@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from alignkit import console
 from alignkit.errors import ConfigError
-from alignkit.losses.ppo import entropy_from_logits, logprobs_from_logits
+from alignkit.losses.logits import entropy_from_logits, logprobs_from_logits
 from alignkit.models import heads, lora, registry
 from alignkit.models.device import Precision, autocast, default_device, resolve_precision
 from alignkit.trainers.online.config import PPOConfig

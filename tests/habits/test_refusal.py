@@ -1,4 +1,4 @@
-"""The habit rules on hand-written answers (none taken from XSTest or any other data set).
+"""The refusal rules on hand-written answers (none taken from XSTest or any other data set).
 
 The refusal cases are the generalisation check of `is_refusal`: refusals in the styles
 models use (declining, apologising, lecturing, deflecting to a professional, answering a
@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit.habits.rules import (
-    HABITS,
-    habit_rates,
-    has_ai_disclaimer,
-    has_apology,
-    has_list_summary_padding,
-    has_trailing_filler,
-    is_refusal,
-    refusal_reason,
-)
+from alignkit.habits.refusal import is_refusal, refusal_reason
 
 REFUSALS = [
     # declining
@@ -198,68 +189,3 @@ def test_a_models_own_limit_is_not_a_factual_answer():
 def test_empty_answer_is_not_a_refusal():
     assert not is_refusal("")
     assert not is_refusal("   \n")
-
-
-def test_apology():
-    assert has_apology("I apologize for the confusion: the function is `len`, not `size`.")
-    assert has_apology("Sorry, I misread your question. Here is the corrected version.")
-    assert has_apology("You are right, my apologies. The answer is 12.")
-    assert not has_apology("I'm sorry to hear about your loss. Here is how to write a eulogy.")
-    assert not has_apology("The word 'sorry' comes from Old English 'sarig'.")
-    assert not has_apology("Here is the answer: 42.")
-
-
-def test_ai_disclaimer():
-    assert has_ai_disclaimer("As an AI language model, I can't taste food, but here is a recipe.")
-    assert has_ai_disclaimer("I'm just an AI, so take this with a grain of salt.")
-    assert has_ai_disclaimer("I don't have personal opinions, but many people prefer Python for scripting.")
-    assert not has_ai_disclaimer("AI language models are trained on large amounts of text.")
-    assert not has_ai_disclaimer("As an engineer, you will often trade speed for memory.")
-
-
-def test_list_summary_padding():
-    padded = "Three tips:\n1. Sleep well.\n2. Eat vegetables.\n3. Walk daily.\n\nIn summary, sleep, eat well and walk."
-    assert has_list_summary_padding(padded)
-    assert has_list_summary_padding(padded.replace("In summary", "Overall"))
-    bullets = "- fast\n- small\n- cheap\n\nIn conclusion, it is fast, small and cheap."
-    assert has_list_summary_padding(bullets)
-    assert not has_list_summary_padding("Three tips:\n1. Sleep well.\n2. Eat vegetables.\n3. Walk daily.")
-    assert not has_list_summary_padding("In summary, the function returns None.")
-    # a summary word before the list is an introduction, not padding
-    assert not has_list_summary_padding("Overall, two options:\n- rsync\n- scp")
-
-
-def test_trailing_filler():
-    assert has_trailing_filler("The answer is 4!!!")
-    assert has_trailing_filler("Is that really right???")
-    assert has_trailing_filler("Please, please tell me if it works.")
-    assert has_trailing_filler("Use a tripod. I hope this helps!")
-    assert has_trailing_filler("Done. Let me know if you have any other questions.")
-    assert has_trailing_filler("Enjoy the trip 😊😊😊")
-    assert has_trailing_filler("Enjoy the trip! Have fun! Have fun! Have fun!")
-    assert not has_trailing_filler("Please note that `rm -rf` deletes files for good. Use `trash` instead.")
-    assert not has_trailing_filler("The answer is 4! Multiply first, then add.")
-    assert not has_trailing_filler("")
-
-
-def test_habit_rates_keys_and_values():
-    texts = [
-        "I'm sorry, but I can't help with that.",
-        "As an AI language model, I think Python is fine. I hope this helps!",
-        "Paris is the capital of France.",
-        "Steps:\n1. Boil water.\n2. Add pasta.\n\nIn summary, boil and add pasta.",
-    ]
-    rates = habit_rates(texts)
-    assert list(rates) == ["refusal", "apology", "ai_disclaimer", "list_summary_padding", "trailing_filler"]
-    assert list(rates) == list(HABITS)
-    assert rates == {
-        "refusal": 0.25,
-        "apology": 0.25,
-        "ai_disclaimer": 0.25,
-        "list_summary_padding": 0.25,
-        "trailing_filler": 0.25,
-    }
-
-
-def test_habit_rates_of_nothing_is_zero():
-    assert habit_rates([]) == dict.fromkeys(HABITS, 0.0)
