@@ -33,6 +33,11 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
 
 
+def plain(text: str) -> str:
+    """``text`` with rich markup escaped, for help texts that rich renders (``[default: 3]`` stays visible)."""
+    return escape(text)
+
+
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet

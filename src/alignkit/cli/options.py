@@ -42,7 +42,7 @@ def _default_text(f) -> str | None:
         d = f.default
         if isinstance(d, bool):
             return None  # the flag pair shows it
-        return None if d is None else str(d)
+        return None if d is None or d == "" else str(d)
     return None
 
 
@@ -60,6 +60,7 @@ def option_parameters(
         default = _default_text(f)
         if default is not None:
             help_text = f"{help_text} [default: {default}]"
+        help_text = console.plain(help_text)  # rich would read "[default: 3]" or "[chosen, rejected]" as markup
         if f.name in positional:  # a list field takes any number of values: `alignkit plot RUN...`
             info = typer.Argument(help=help_text, show_default=False, metavar=f.metadata.get("metavar"))
         elif tp is bool:
