@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -124,3 +125,106 @@ def test_command_modules_import_no_ml_library():
 
 def test_alignkit_cli_imports_no_ml_library():
     assert _heavy_after_import("plain") == []
+
+
+def test_eval_help_names_every_sub_command(capsys):
+    """Issue 24: `eval --help` said "reward models (rm), and more to come" long after policy and refusals came."""
+    from alignkit.cli.eval import eval_app
+
+    names = [c.name for c in eval_app.registered_commands]
+    assert sorted(names) == ["policy", "refusals", "rm"]
+    text = str(eval_app.info.help)
+    assert "more to come" not in text and all(f"({name})" in text for name in names)
+    assert main(["eval", "--help"]) == 0
+    assert "more to come" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- help at 80 columns
+HELP_WIDTH = 78  # click wraps help at min(COLUMNS, 80) - 2
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of the app, as argv prefixes ([] is `alignkit` itself)."""
+    import typer.main
+
+    from alignkit.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def _help_texts(path: list[str]) -> list[str]:
+    """The help of every option and argument of the command at ``path`` (and its sub-commands' summaries)."""
+    import typer.main
+
+    from alignkit.cli import app
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    texts = [p.help for p in command.params if getattr(p, "help", None)]
+    for sub in (getattr(command, "commands", None) or {}).values():
+        texts.append(sub.help.split("\n\n")[0])
+    return texts
+
+
+def lone_fragments(text: str, width: int = HELP_WIDTH) -> list[str]:
+    """Lines of one or two words cut from a sentence: the sentence goes on at the same indent on the next
+    line, whose first word would have fitted on this one (so only a hard line break, or a squeezed column,
+    put it there). The last line of a paragraph, or one before a word too long to fit, is fine."""
+    lines = text.splitlines()
+    section = "description"
+    found = []
+    for line, after in zip(lines, lines[1:], strict=False):
+        if re.fullmatch(r"[A-Z][\w ]*:", line):
+            section = line  # Options:, Arguments:, Commands: rows start at indent 2
+            continue
+        if not line.strip() or not after.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent != len(after) - len(after.lstrip()) or (section != "description" and indent <= 2):
+            continue
+        words = line.split()
+        fits = len(line.rstrip()) + 1 + len(after.split()[0]) <= width
+        if len(words) <= 2 and fits and not re.search(r"[.:;!?]$", words[-1]):
+            found.append(f"{line.strip()!r} (then {after.strip()[:30]!r})")
+    return found
+
+
+def test_lone_fragments_heuristic():
+    """The check itself: rich's re-wrap of a hand-wrapped docstring ("reward" / "model(s)") is caught."""
+    rewrapped = (
+        " Each step samples one response per prompt with the policy, scores it with the\n"
+        " reward\n"
+        " model(s), subtracts a per-token KL penalty to the reference (the starting\n"
+    )
+    found = lone_fragments(rewrapped)
+    assert len(found) == 1 and found[0].startswith("'reward' (then 'model(s)")
+    long_word = (
+        "  or an\n  AutoModelForSequenceClassificationCheckpointWithAVeryLongNameIndeedAndMore\n  here.\n"
+    )
+    assert lone_fragments(long_word) == []
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "alignkit")
+def test_help_reads_as_flowing_paragraphs_at_80_columns(path, capsys, monkeypatch):
+    """Guards issue 24: help texts wrapped by hand were re-wrapped by rich mid-sentence ("reward" /
+    "model(s)"), and rich's option panels left an option's help ~20 columns at 80, in one- and two-word
+    lines, cutting long words with an ellipsis. Every `--help` at COLUMNS=80: no lone fragment, no line
+    wider than 80 (but an unbreakable path), and every option's help whole (whitespace aside)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert lone_fragments(out) == [], out
+    assert all(len(line) <= 80 or len(line.split()) <= 3 for line in out.splitlines()), out
+    assert "…" not in out
+    flowing = " ".join(out.split())
+    for text in _help_texts(path):
+        assert " ".join(text.split()) in flowing, (text, out)

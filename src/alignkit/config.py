@@ -50,6 +50,8 @@ class TrainConfig:
     """Base model: the embedded default `smollm2-135m-instruct`, a local HF checkpoint dir or a hub id."""
     data: str | None = None
     """Training data: a file (.jsonl .json .jsonl.gz .csv .parquet), a `datasets` folder or a hub name."""
+    format: str | None = None
+    """Read the training data (--data; ppo: --prompts) as this format instead of detecting it, e.g. trl-preference, hh-rlhf, sharegpt, trl-sft, trl-prompt (an unknown name lists them all). The training data only: --eval-data is detected on its own, and read as this format only when its format cannot be told."""
     output: str | None = None
     """Run directory. Default: runs/<command>-<timestamp>."""
     max_steps: int = -1

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -31,11 +32,6 @@ from rich.text import Text
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
-
-
-def plain(text: str) -> str:
-    """``text`` with rich markup escaped, for help texts that rich renders (``[default: 3]`` stays visible)."""
-    return escape(text)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -81,27 +77,92 @@ def _json_default(o: Any) -> Any:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A simple table on stderr (skipped when quiet)."""
+    """A simple table on stderr (skipped when quiet); words are never split (see `_fit_widths`)."""
     if _quiet:
         return
+    cells = [[_fmt(v) for v in r] for r in rows]
+    widths, width = _fit_widths(list(columns), cells, frame=3 * len(columns) + 1, console=_err)
     t = Table(title=title, title_justify="left", header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*(Text(_fmt(v)) for v in r))
-    _err.print(t)
+    for c, w in zip(columns, widths, strict=True):
+        t.add_column(c, width=w, overflow="fold")
+    for r in cells:
+        t.add_row(*(Text(v) for v in r))
+    _print_table(t, width)
 
 
 def key_values(title: str | None, items: Sequence[tuple[str, Any]]) -> None:
-    """Two aligned columns: name, value (skipped when quiet)."""
+    """Two aligned columns: name, value (skipped when quiet); words are never split (see `_fit_widths`)."""
     if _quiet:
         return
+    cells = [[str(k), _fmt(v)] for k, v in items]
+    widths, width = _fit_widths(None, cells, frame=2, console=_err)
     t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column(overflow="fold")
-    for k, v in items:
-        t.add_row(k, Text(_fmt(v)))
-    _err.print(t)
+    t.add_column(style="bold", width=widths[0], overflow="fold")
+    t.add_column(width=widths[1], overflow="fold")
+    for k, v in cells:
+        t.add_row(Text(k), Text(v))
+    _print_table(t, width)
+
+
+def _print_table(t: Table, width: int | None) -> None:
+    """Print ``t`` on stderr; at ``width`` columns when that is wider than the console (not a terminal: the
+    table whole rather than squeezed, which would split words)."""
+    if width is None or width <= _err.width:
+        _err.print(t)
+        return
+    Console(file=_err.file, width=width, highlight=False, soft_wrap=True, no_color=_err.no_color).print(t)
+
+
+SHORT_CELL = 16  # a column whose cells are all this short never wraps them (numbers, names, verdicts' words)
+
+
+def _fit_widths(
+    header: list[str] | None, rows: list[list[str]], frame: int, console: Console
+) -> tuple[list[int], int | None]:
+    """Column widths (content only) for a table of ``rows`` under ``header``, and the width to print it at.
+
+    Rich shrinks columns below their longest word when a table is wider than the console, and then folds
+    words ("differen" / "ce"). Here every column gets at least its longest word (a short column: its longest
+    cell, so "0.55 +- 0.05" stays on one line; its header may wrap at spaces), and the room left goes to the
+    columns that want more, in proportion, so long texts wrap at spaces. ``frame`` is what borders and
+    padding take. When even the narrowest layout is wider than the console: on a terminal rich folds as a
+    last resort; elsewhere (a pipe, a file) the table is printed whole at the width it needs.
+    """
+    texts = [list(header)] + rows if header is not None else rows
+    n = len(texts[0]) if texts else 0
+    if n == 0:
+        return [], None
+
+    def words(text: str) -> int:
+        return max((cell_len(w) for w in text.split()), default=0)
+
+    def longest(text: str) -> int:
+        return max((cell_len(line) for line in text.splitlines()), default=0)
+
+    lows, highs = [], []
+    for j in range(n):
+        column = [r[j] for r in rows]
+        high = max(longest(t[j]) for t in texts)
+        low = max(words(t[j]) for t in texts)
+        if column and max(longest(c) for c in column) <= SHORT_CELL:
+            low = max(low, max(longest(c) for c in column))
+        lows.append(max(1, low))
+        highs.append(max(1, high, low))
+    room = console.width - frame
+    if sum(highs) <= room:
+        return highs, None
+    if sum(lows) >= room:
+        return lows, (None if console.is_terminal else sum(lows) + frame)
+    widths = list(lows)
+    spare = room - sum(lows)
+    wants = [h - lo for h, lo in zip(highs, lows, strict=True)]
+    total = sum(wants)
+    for j in range(n):
+        widths[j] += min(wants[j], spare * wants[j] // total)
+    left = room - sum(widths)
+    for j in sorted(range(n), key=lambda j: wants[j] - (widths[j] - lows[j]), reverse=True)[:left]:
+        widths[j] += 1
+    return widths, None
 
 
 def _fmt(v: Any) -> str:
@@ -174,7 +235,8 @@ def progress(
 
 # ---------------------------------------------------------------------------------------------------------
 # Label screen (`alignkit label`, alignkit.feedback.label): draws the lines `build_view` computes.
-# Layout and logic live in feedback/label.py; this section only turns (text, style) segments into output.
+# Layout lives in feedback/label_view.py, logic in feedback/label.py; this section only turns (text, style)
+# segments into output.
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -195,9 +257,16 @@ class LabelScreen:
             s = shutil.get_terminal_size()
         return s.columns, s.lines
 
-    def draw(self, lines: Sequence[Sequence[tuple[str, str]]]) -> None:
-        """Clear the screen and print one terminal line per entry (each cropped to the width)."""
-        width, _ = self.size()
+    def draw(self, lines: Sequence[Sequence[tuple[str, str]]], size: tuple[int, int] | None = None) -> bool:
+        """Clear the screen and print one terminal line per entry (each cropped to the width).
+
+        ``size``: the (columns, rows) the lines were laid out for; when the terminal no longer has that
+        size, nothing is drawn and the answer is False (lay out again: a frame for another size can push
+        lines off the screen).
+        """
+        width, height = self.size()
+        if size is not None and size != (width, height):
+            return False
         self._c.width = width
         self._c.clear()
         for i, segments in enumerate(lines):
@@ -207,6 +276,7 @@ class LabelScreen:
             text.truncate(width, overflow="crop")
             self._c.print(text, end="" if i == len(lines) - 1 else "\n", no_wrap=True, crop=True)
         self._c.file.flush()
+        return True
 
 
 @contextmanager

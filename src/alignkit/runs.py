@@ -9,7 +9,10 @@ Layout of ``runs/<name>/``::
 
 Nothing the user made is lost: every file is written to a temporary name in
 the same directory and renamed over the old one (atomic on POSIX), and metrics
-are only ever appended.
+are only ever appended. `Run.create` checks that the directory can be written
+(before any model is loaded) and removes what an interrupted write left behind;
+on ``--resume``, `Run.rewind_metrics` drops the rows logged after the checkpoint
+it resumes from (all of them when there is none).
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from typing import Any
 
 import yaml
 
+from alignkit import console
 from alignkit.config import config_to_dict, diff_configs, save_config
-from alignkit.errors import ConfigError, UserError
-from alignkit.files import atomic_dir, atomic_write_json, atomic_write_text, jsonable
+from alignkit.errors import ConfigError, OutputError, UserError
+from alignkit.files import atomic_dir, atomic_write_json, atomic_write_text, jsonable, name_os_error
 
 CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
+# what an interrupted `files.atomic_dir` / `files.atomic_write_bytes` leaves behind
+LEFTOVER_CHECKPOINT_RE = re.compile(r"^\.step-(\d+)\.(?:old|[A-Za-z0-9_]{8})$")
+LEFTOVER_FILE_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 RUN_FILE = "run.json"
@@ -75,11 +82,57 @@ class Run:
             raise UserError(
                 f"{run.path}: already holds a run; pass --resume to continue it or choose another --output"
             )
-        run.path.mkdir(parents=True, exist_ok=True)
+        run._check_writable()
+        run.clean_leftovers()
         save_config(config, saved_path)
         if not resume or not (run.path / RUN_FILE).exists():
             atomic_write_json(run.path / RUN_FILE, {"command": command})  # what made this run (plots read it)
         return run
+
+    def _check_writable(self) -> None:
+        """Create the directory, write a probe file and remove it: a read-only file system, missing
+        permissions or a full disk show now, before any model is loaded, not steps into training."""
+        probe = self.path / f".alignkit-probe-{os.getpid()}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(probe, "wb") as f:
+                    f.write(b"alignkit")
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                probe.unlink(missing_ok=True)
+        except OSError as e:  # name the directory (or what mkdir could not make), not our probe
+            failed = None if e.filename is None else Path(os.fsdecode(e.filename))
+            where = self.path if failed is None or failed == probe else failed
+            named = OSError(e.errno, e.strerror or str(e), str(where))
+            raise OutputError.from_os_error(named) or OutputError(
+                f"{where}: cannot write the run directory ({named.strerror}); choose another --output",
+                str(where),
+            ) from e
+
+    def clean_leftovers(self) -> None:
+        """Remove what an interrupted write left behind, saying so: temporary checkpoint folders
+        (``checkpoints/.step-N.XXXXXXXX``), ``checkpoints/.step-N.old`` and temporary files
+        (``.NAME.XXXXXXXX.tmp``). A ``.step-N.old`` without its ``step-N`` (the write died between the two
+        renames) is the complete old checkpoint: it gets its name back."""
+        found: list[Path] = []
+        if self.checkpoints_dir.is_dir():
+            found += [p for p in self.checkpoints_dir.iterdir() if LEFTOVER_CHECKPOINT_RE.match(p.name)]
+        if self.path.is_dir():
+            found += [p for p in self.path.iterdir() if LEFTOVER_FILE_RE.match(p.name) and p.is_file()]
+        for p in sorted(found):
+            m = LEFTOVER_CHECKPOINT_RE.match(p.name)
+            final = self.checkpoints_dir / f"step-{m.group(1)}" if m else None
+            if final is not None and p.name.endswith(".old") and p.is_dir() and not final.exists():
+                os.replace(p, final)
+                console.info(f"{p}: the old checkpoint an interrupted write left, restored as {final.name}")
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            console.info(f"{p}: removed what an interrupted write left behind")
 
     # -------------------------------------------------------------- metrics
     @property
@@ -89,12 +142,30 @@ class Run:
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Append one JSON object (``{"step": N, ...}``) to metrics.jsonl and flush it."""
         row = {"step": step, **jsonable(metrics)}
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+        except OSError as e:  # a full disk says nothing of the file it could not write
+            named = name_os_error(e, self.metrics_path)
+            if named is e:
+                raise
+            raise named from e
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.metrics_path)
+
+    def rewind_metrics(self, checkpoint_step: int | None) -> None:
+        """``--resume``: keep the rows up to the checkpoint it resumes from (``checkpoint_step``) and drop
+        the rest; with no checkpoint (None) the run starts over at step 0, so every row goes (and says so)."""
+        if checkpoint_step is not None:
+            self.truncate_metrics(checkpoint_step)
+            return
+        dropped = len(self.read_metrics())
+        if self.metrics_path.exists():
+            atomic_write_text(self.metrics_path, "")
+        lost = f"; dropped the {dropped} metrics row(s) of the interrupted attempt" if dropped else ""
+        console.info(f"{self.path}: --resume found no checkpoint, starting from step 0{lost}")
 
     def truncate_metrics(self, after_step: int) -> None:
         """On resume, drop rows logged after the checkpoint so the curve has no duplicates."""

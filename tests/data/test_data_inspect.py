@@ -72,7 +72,8 @@ def test_kind_conversion_counts_converted_records_but_notes_the_source():
 def test_other_skipped_records_get_a_note_each():
     report = inspect_data(FIXTURES / "malformed.jsonl")
     assert report["skipped"] == 1
-    assert report["notes"][0].startswith("1 invalid record skipped, malformed JSON")
+    # line 2 is `{"prompt": "two"`: a record cut short
+    assert report["notes"][0].startswith("1 invalid record skipped, not complete JSON (truncated?)")
     assert report["notes"][0].endswith("line 2")
 
 

@@ -115,6 +115,13 @@ def server():
     fake.close()
 
 
+@pytest.fixture(autouse=True)
+def no_key_from_the_outside(monkeypatch):
+    """The keys of whoever runs the tests never reach the fake server."""
+    monkeypatch.delenv("ALIGNKIT_JUDGE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
 @pytest.fixture
 def key_env(monkeypatch):
     monkeypatch.setenv("ALIGNKIT_JUDGE_API_KEY", KEY)
@@ -162,6 +169,35 @@ def test_judges_every_pair_with_swap_and_never_logs_the_key(server, candidates, 
     assert all(r["chosen"][0]["content"].startswith("GOOD") for r in rows)
     assert all(r["judge"]["p_chosen"] > 0.9 for r in rows)  # from the returned log-probabilities
     _no_key_anywhere(tmp_path, captured.out, captured.err)
+
+
+def test_openai_api_key_alone_is_sent_and_named(server, candidates, tmp_path, monkeypatch, capsys):
+    """Issue 24: with only OPENAI_API_KEY set, requests went out without Authorization and without a word."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "ai.jsonl"
+    assert main(_args(candidates, out, server.url)) == 0
+    captured = capsys.readouterr()
+    assert server.headers and all(h.get("Authorization") == f"Bearer {KEY}" for h in server.headers)
+    assert "API key from OPENAI_API_KEY" in captured.err  # which variable, never its value
+    _no_key_anywhere(tmp_path, captured.out, captured.err)
+
+
+def test_alignkit_key_wins_over_openai_api_key(server, candidates, tmp_path, key_env, monkeypatch, capsys):
+    """Issue 24: ALIGNKIT_JUDGE_API_KEY is the judge's own variable and wins over OPENAI_API_KEY."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-other-OPENAI-9876543210")
+    assert main(_args(candidates, tmp_path / "ai.jsonl", server.url)) == 0
+    captured = capsys.readouterr()
+    assert all(h.get("Authorization") == f"Bearer {KEY}" for h in server.headers)
+    assert "API key from ALIGNKIT_JUDGE_API_KEY" in captured.err
+    assert "sk-other-OPENAI" not in captured.out + captured.err
+    _no_key_anywhere(tmp_path, captured.out, captured.err)
+
+
+def test_no_key_sends_no_authorization_and_says_so(server, candidates, tmp_path, capsys):
+    """Without either variable, requests carry no Authorization header, and one info line says so."""
+    assert main(_args(candidates, tmp_path / "ai.jsonl", server.url)) == 0
+    assert all("Authorization" not in h for h in server.headers)
+    assert "no API key (ALIGNKIT_JUDGE_API_KEY or OPENAI_API_KEY not set)" in capsys.readouterr().err
 
 
 def test_parses_the_reply_text_without_logprobs(candidates, tmp_path, capsys):

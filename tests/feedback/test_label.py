@@ -11,11 +11,10 @@ from alignkit.data.labels import read_label_records, read_labels
 from alignkit.feedback.items import load_candidates
 from alignkit.feedback.label import (
     LabelSession,
-    build_view,
-    clean_text,
     parse_rank_order,
     ranks_from_groups,
 )
+from alignkit.feedback.label_view import allot, build_view, clean_text
 from alignkit.feedback.stats import compute_stats
 from alignkit.feedback.store import LabelStore
 
@@ -170,7 +169,7 @@ def test_view_too_small_says_so(candidates, tmp_path):
     s, store = _session(candidates, tmp_path / "labels.jsonl")
     view = build_view(s, 30, 8)
     store.close()
-    assert view.too_small and "terminal too small: 30x8" in _text(view)
+    assert view.too_small and len(view.lines) == 1 and "enlarge the terminal: 30x8" in _text(view)
 
 
 def test_long_answers_scroll_and_clamp(tmp_path):
@@ -180,17 +179,78 @@ def test_long_answers_scroll_and_clamp(tmp_path):
     )
     s, store = _session(path, tmp_path / "labels.jsonl")
     top = _text(build_view(s, 60, 20))
-    assert "lines 1-15 of" in top
-    s.press("pgdn")
+    assert "lines 1-8 of 50" in top  # the long answer's window: 8 of the 15 body lines
+    s.press("pgdn")  # a page is the window's height less one line
     s.press("down")
-    assert "lines 16-30 of" in _text(build_view(s, 60, 20))
+    assert "lines 9-16 of 50" in _text(build_view(s, 60, 20))
     for _ in range(20):
         s.press("pgdn")
-    bottom = _text(build_view(s, 60, 20))  # clamped: the last screenful, not past the end
-    assert "lines 43-57 of 57" in bottom and "line 49" in bottom
+    bottom = _text(build_view(s, 60, 20))  # clamped: the last window, not past the end
+    assert "lines 43-50 of 50" in bottom and "line 49" in bottom
+    assert "[2]" in bottom and " b" in bottom.splitlines()  # the other answer never scrolls away
     s.press("up")
-    assert "lines 42-56 of 57" in _text(build_view(s, 60, 20))
+    assert "lines 42-49 of 50" in _text(build_view(s, 60, 20))
     store.close()
+
+
+LONG_PROMPT = "\n".join(f"context line {i} of a very long request" for i in range(200))
+
+
+@pytest.mark.parametrize(("width", "height"), [(70, 24), (120, 30), (40, 12), (100, 12), (200, 60)])
+@pytest.mark.parametrize("scroll", [0, 3, 10_000])
+def test_both_answers_are_on_screen_whatever_the_size(tmp_path, width, height, scroll):
+    """Issue 24: a long prompt pushed the answers off screen (after a resize only `[1] │ [2]` was left).
+
+    The layout gives the answers their lines first: at every size and scroll position, both answers are
+    on screen (the short one from its first line), and the prompt is what gets cut.
+    """
+    path = tmp_path / "c.jsonl"
+    answers = [
+        "\n".join(["FIRST-ANSWER-TOP and more words"] + ["tail of one"] * 30),
+        "SECOND-ANSWER-TOP here",
+    ]
+    path.write_text(json.dumps({"prompt": LONG_PROMPT, "candidates": answers}) + "\n")
+    s, store = _session(path, tmp_path / "labels.jsonl")
+    s.scroll = scroll
+    view = build_view(s, width, height)
+    store.close()
+    text = _text(view)
+    assert not view.too_small and len(view.lines) == height
+    assert "SECOND-ANSWER-TOP" in text  # short: never scrolls away
+    assert ("FIRST-ANSWER-TOP" if not scroll else "tail of one") in text
+    assert "[1]" in text and "[2]" in text and " Prompt" in text
+    assert "done 0/1 · remaining 1" in text  # the count survives a narrow header
+    assert all(sum(len(t) for t, _ in line) <= width for line in view.lines)
+    if not scroll:
+        assert "lines 1-" in text  # the prompt's window says that it is cut
+
+
+def test_a_resize_lays_the_screen_out_again(tmp_path):
+    """The same session at 120x30, 70x24, back and 40x12: both answers each time (no stale layout)."""
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"prompt": LONG_PROMPT, "candidates": ["ALPHA one", "BRAVO two"]}) + "\n")
+    s, store = _session(path, tmp_path / "labels.jsonl")
+    for width, height in [(120, 30), (70, 24), (120, 30), (40, 12)]:
+        text = _text(build_view(s, width, height))
+        assert "ALPHA one" in text and "BRAVO two" in text, (width, height)
+    store.close()
+
+
+def test_rank_mode_too_small_for_every_answer_says_enlarge(rank_candidates, tmp_path):
+    """Four stacked answers do not fit in 40x12: one "enlarge the terminal" line instead of a cut list."""
+    s, store = _session(rank_candidates, tmp_path / "labels.jsonl", mode="rank")
+    small, big = build_view(s, 40, 12), build_view(s, 40, 16)
+    store.close()
+    assert small.too_small and "enlarge the terminal" in _text(small)
+    assert not big.too_small and all(f"[{k}]" in _text(big) for k in range(1, 5))
+
+
+def test_allot_gives_the_answers_their_lines_first():
+    """The order of `allot`: a line each, answers up to 4 lines, the gaps, then the rest in turn."""
+    assert allot([50, 1], 200, 4) == ([2, 1], 1, False)  # a line each, then the answers before the prompt
+    assert allot([50, 50], 200, 20, gaps=1) == ([7, 7], 5, True)  # 4 each, the gap, then in turn
+    assert allot([2, 1], 3, 20, gaps=1) == ([2, 1], 3, True)  # everything fits
+    assert allot([3, 3], 1, 2) is None  # not even one line each: too small
 
 
 def test_model_text_cannot_send_terminal_escapes():

@@ -8,6 +8,7 @@ The test reads the screen the way a person does: after each key it waits until t
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -96,6 +97,10 @@ class Terminal:
             self._read(0.1)
         return self.proc.wait(timeout=5)
 
+    def resize(self, cols: int, rows: int) -> None:
+        """Change the terminal's size, as a window manager does (the child gets SIGWINCH)."""
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     def modes(self) -> list:
         return termios.tcgetattr(self.slave)
 
@@ -179,7 +184,7 @@ def test_rank_mode_through_the_terminal(rank_candidates, tmp_path):
 def test_terminal_too_small_is_explained(candidates, tmp_path):
     term = Terminal(_label_cmd(candidates, tmp_path / "labels.jsonl"), cols=30, rows=8)
     try:
-        term.expect(r"terminal too small")
+        term.expect(r"enlarge the terminal")
         term.press("1", r"")  # ignored while too small
         term.press("q", r"0 judgements saved")
         assert term.wait() == 0
@@ -205,3 +210,57 @@ def test_interrupts_restore_the_terminal(candidates, tmp_path, how):
     finally:
         term.close()
     assert len(read_labels(out).rows) == 1
+
+
+def test_resizes_keep_both_answers_on_screen(tmp_path):
+    """Issue 24: after 120x30 -> 70x24 -> 120x30 a long prompt left `[1] │ [2]` with no answer lines.
+
+    After every resize the screen is laid out anew and both answers' first lines are drawn; a choice key
+    on a terminal too small for the answers records nothing.
+    """
+    prompt = "\n".join(f"background line {i} of a long request" for i in range(120))
+    path = tmp_path / "long.jsonl"
+    path.write_text(
+        json.dumps({"prompt": prompt, "candidates": ["ALPHA-ANSWER one", "BRAVO-ANSWER two"]}) + "\n"
+    )
+    out = tmp_path / "labels.jsonl"
+    both = r"(?s)(?=.*ALPHA-ANSWER)(?=.*BRAVO-ANSWER)"
+    term = Terminal(_label_cmd(path, out), cols=120, rows=30)
+    try:
+        term.expect(r"done 0/1")
+        for cols, rows in [(70, 24), (120, 30), (40, 12)]:
+            term.resize(cols, rows)
+            term.expect(both)
+        term.resize(30, 8)
+        term.expect(r"enlarge the terminal")
+        term.press("1", r"")  # too small: ignored
+        time.sleep(0.5)
+        term.resize(70, 24)
+        term.expect(both)
+        term.press("q", r"0 judgements saved")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    assert read_labels(out).rows == []
+
+
+def test_ctrl_c_with_keys_still_unread_quits(candidates, tmp_path):
+    """Issue 24, the Ctrl-C race, end to end: keys typed just before Ctrl-C are flushed with the signal.
+
+    The old reader could block in read(2) for a key select() had seen and the flush took away (forced
+    deterministically in test_label_terminal.py; here the timing is left to the machine). A burst of
+    scroll keys followed at once by Ctrl-C must quit, with the judgement made before it saved.
+    """
+    for run in range(3):
+        out = tmp_path / f"labels-{run}.jsonl"
+        term = Terminal(_label_cmd(candidates, out))
+        try:
+            term.expect(r"done 0/6")
+            term.press("2", r"done 1/6")
+            os.write(term.master, b"jjjjkkkk" * 4 + b"\x03")
+            term.expect(r"1 judgements saved this session")
+            assert term.wait() == 0
+            assert term.modes() == term.saved_modes
+        finally:
+            term.close()
+        assert len(read_labels(out).rows) == 1

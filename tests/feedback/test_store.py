@@ -239,3 +239,23 @@ def test_many_ties_do_not_hide_the_labels_from_the_loader(tmp_path):
         _label(store, "i2", good="x", bad="y")
     result = load_records(path)
     assert result.format == "trl-preference" and len(result.records) == 2 and result.skipped == []
+
+
+def test_a_full_disk_names_the_label_file(tmp_path, monkeypatch):
+    """Guards issue 24.3b: os.write on a full disk names no file ("internal error: OSError: [Errno 28]");
+    the store names its label file, so the CLI says which file and what to do (exit 2)."""
+    import errno
+
+    from alignkit.errors import OutputError
+
+    path = tmp_path / "labels.jsonl"
+    with LabelStore.open(path, "ds1", "pair") as store:
+
+        def full(fd, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", full)
+        with pytest.raises(OSError) as info:
+            _label(store, "i1")
+    assert info.value.filename == str(path)
+    assert str(OutputError.from_exception(info.value)).startswith(f"{path}: cannot write (No space left")

@@ -411,6 +411,24 @@ def test_running_moments_empty_and_single():
     assert rm.mean == 4.0 and rm.var == 0.0
 
 
+@pytest.mark.parametrize("first", [[2.5] * 4, [0.1] * 3, [-1.75]], ids=["equal", "equal-inexact-mean", "one"])
+def test_running_moments_do_not_blow_up_on_a_first_batch_without_spread(first):
+    """Guards issue 24.4: equal first-batch scores (or one score: batch x processes = 1) have std ~0, and
+    ``--score-norm scale`` divided them by ~1e-8. Until the std is meaningful the scores stay unscaled."""
+    rm = RunningMoments()
+    x = torch.tensor(first)
+    rm.update(x)
+    for shift_mean in (False, True):
+        out = rm.normalize(x, shift_mean=shift_mean)
+        assert torch.isfinite(out).all() and out.abs().max() <= x.abs().max() + 1e-6
+    assert rm.normalize(x, shift_mean=False).tolist() == pytest.approx(first)  # not scaled
+    assert rm.normalize(x).abs().max() <= 1e-6  # whitened: centred only
+    spread = torch.tensor([0.0, 4.0])  # once the scores spread, normalize divides by the running std
+    rm.update(spread)
+    assert rm.std > rm.min_std
+    assert rm.normalize(spread, shift_mean=False).tolist() == pytest.approx((spread / rm.std).tolist())
+
+
 def test_clip_rewards():
     x = torch.tensor([-7.0, -1.0, 0.5, 9.0])
     assert clip_rewards(x, 5.0).tolist() == [-5.0, -1.0, 0.5, 5.0]

@@ -196,3 +196,40 @@ def test_encoding_ends_like_the_reward_model_was_trained(tokenizer, byte_tok):
         cut_row = cut[0, : int(cut_mask.sum())].tolist()
         assert cut_row == row[: len(row) - len(suffix) - 1]
         assert tok.decode(cut_row).endswith("Hello")
+
+
+class PositionScorer:
+    """Scores a row by sum_t (t + 1) * id_t over its real tokens: any change of layout changes the score."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def score_ids(self, input_ids, attention_mask):
+        positions = attention_mask.long().cumsum(-1)
+        return (input_ids * positions * attention_mask.long()).sum(-1).float()
+
+
+def test_template_less_tokenizer_scores_the_layout_the_reward_model_was_trained_on(byte_tok):
+    """Guards issue 24.3: without a chat template the sampler joins prompt and answer with nothing between
+    them, while `alignkit rm` trained on prompt + blank line + answer + EOS; the token fast path (the policy's
+    own ids) then scored a layout the reward model never saw. Its score must equal the rendered text's."""
+    from alignkit.rewards.comparisons import encode_answers
+    from alignkit.sampling.best_of_n import score_generations
+    from alignkit.sampling.prompts import encode_prompts
+    from alignkit.sampling.results import Generation
+
+    byte_tok.chat_template = None
+    prompts, answers = ["Say hi.", "What is 2+2?"], ["Hello there!", "4"]
+    prompt_ids, _ = encode_prompts(byte_tok, prompts)
+    generations = [
+        Generation(i, 0, prompt_ids[i], byte_tok(a, add_special_tokens=False)["input_ids"] + [byte_tok.eos_token_id],
+                   a, True)
+        for i, a in enumerate(answers)
+    ]  # fmt: skip
+    scorer = PositionScorer(byte_tok)
+    rewards = RewardSet([RewardMember("rm", scorer)])
+    scores = score_generations(rewards, byte_tok, prompts, generations)
+    trained = encode_answers(byte_tok, list(zip(prompts, answers, strict=True)), 10_000)  # what rm trains on
+    ids, mask = encode_conversations(byte_tok, prompts, answers)
+    assert [ids[i, : int(mask[i].sum())].tolist() for i in range(2)] == [e.input_ids for e in trained]
+    assert scores.per_model["rm"].tolist() == scorer.score_ids(ids, mask).tolist()

@@ -38,6 +38,21 @@ def test_kl_bound_values():
         kl_bound(0)
 
 
+def test_documented_kl_bounds_match_the_formula():
+    """Guards issue 24.6: the docstring gave the n = 16 bound as 1.838 and the README as 1.84, but
+    log 16 - 15/16 = 1.8351; every "VALUE at N" in the docstring and the README's bound must round right."""
+    import re
+    from pathlib import Path
+
+    documented = re.findall(r"(\d+\.\d+) at (\d+)", kl_bound.__doc__ or "")
+    assert len(documented) >= 3
+    for value, n in documented:
+        assert float(value) == round(kl_bound(int(n)), len(value.split(".")[1])), (value, n)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (value,) = re.findall(r"log 16 - 15/16 = (\d+\.\d+)", readme)
+    assert value == f"{kl_bound(16):.3f}"
+
+
 def test_best_is_argmax_and_ties_go_to_the_first():
     combined = torch.tensor([[0.1, 0.9, -1.0], [2.0, 2.0, 1.0], [-3.0, -2.0, -5.0]])
     assert best_index(combined).tolist() == [1, 0, 1]

@@ -300,6 +300,21 @@ def test_dpo_can_start_from_an_adapter_run(tmp_path, tiny_model_dir, monkeypatch
     assert meta["base"] == str(tiny_model_dir)  # the adapter replaces the first one on the same base
 
 
+def test_kl_to_the_reference_is_zero_before_training_from_an_adapter_run(tmp_path, tiny_model_dir, capsys):
+    """Guards issue 24.1: from an adapter run TRL's reference is the frozen copy "ref" of that adapter, so with
+    lr ~0 eval_kl_ref must be ~0 (it was measured against the base with every adapter off: ~0.6 nats)."""
+    from factories import make_policy
+
+    start = make_policy(tmp_path / "start", tiny_model_dir, scale=0.3)
+    data = write_pairs(tmp_path / "p.jsonl", n=8)
+    report = run_json(
+        dpo_args(tmp_path, start, data, "--lr", "1e-12", "--max-steps", "1", "--eval-split", "0.5"), capsys
+    )
+    assert report["eval_kl_prompts"] > 0
+    assert report["eval_kl_ref"] == pytest.approx(0.0, abs=1e-4)
+    assert report["eval_margin"] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_eval_every_logs_held_out_metrics(tmp_path, tiny_model_dir, capsys):
     data = write_pairs(tmp_path / "p.jsonl")
     eval_data = write_pairs(tmp_path / "e.jsonl", n=3)

@@ -233,6 +233,45 @@ def test_resume_matches_an_uninterrupted_run(
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_resume_before_the_first_checkpoint_counts_each_step_once(
+    tiny_model_dir, rm_dir, tmp_path, capsys, monkeypatch
+):
+    """Guards issue 24.1: killed while writing the first checkpoint, --resume started over but kept the lost
+    attempt's rows (steps 1 2 1 2 3) and report.json summed its counters over them (prompts_truncated 8
+    against 5); now the rows go and the report matches an uninterrupted run's."""
+    import alignkit.trainers.online.loop as ppo_module
+
+    prompts = tmp_path / "prompts.jsonl"
+    long_prompt = "tell me " * 80
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:5] + [long_prompt] * 3))
+    extra = ("--max-steps", "3", "--save-every", "2", "--ppo-epochs", "1")
+    full = tmp_path / "full"
+    assert main(base_args(tiny_model_dir, prompts, rm_dir, full, *extra)) == 0, capsys.readouterr().err
+
+    def killed_while_writing(run, step, *args, **kwargs):
+        (run.checkpoints_dir / f".step-{step}.qoo1hrw0").mkdir(parents=True)  # what a SIGKILL leaves
+        raise Interrupt("killed")
+
+    broken = tmp_path / "broken"
+    monkeypatch.setattr(ppo_module, "save_checkpoint", killed_while_writing)
+    monkeypatch.setenv("ALIGNKIT_DEBUG", "1")
+    with pytest.raises(Interrupt):
+        main(base_args(tiny_model_dir, prompts, rm_dir, broken, *extra))
+    monkeypatch.undo()
+    assert [r["step"] for r in rows(broken)] == [1, 2]
+    assert main(base_args(tiny_model_dir, prompts, rm_dir, broken, *extra, "--resume")) == 0
+
+    assert [r["step"] for r in rows(broken)] == [1, 2, 3]
+    assert not [p for p in (broken / "checkpoints").iterdir() if p.name.startswith(".")]
+    report_full = json.loads((full / "report.json").read_text())
+    report = json.loads((broken / "report.json").read_text())
+    assert report_full["prompts_truncated"] > 0
+    assert report["prompts_truncated"] == report_full["prompts_truncated"]
+    curve, curve_full = report["reward"]["curve"], report_full["reward"]["curve"]
+    assert [s for s, _ in curve] == [1, 2, 3]
+    assert [v for _, v in curve] == pytest.approx([v for _, v in curve_full], rel=1e-5, abs=1e-6)
+
+
 def test_resume_with_another_config_names_the_key(tiny_model_dir, prompts_file, rm_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(base_args(tiny_model_dir, prompts_file, rm_dir, out, "--max-steps", "1")) == 0

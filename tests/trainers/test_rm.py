@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from alignkit import console
 from alignkit.cli import main
 from alignkit.config import build_config
 from alignkit.errors import TrainingError
@@ -334,6 +335,46 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, tiny_model_
             torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
 
 
+def test_resume_before_the_first_checkpoint_logs_each_step_once(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    """Guards issue 24.1/24.2: killed while the first checkpoint is being written (its temp folder left
+    behind), --resume starts over: metrics hold steps 1..N once, as an uninterrupted run's, and the
+    leftover folder is gone (it used to log 1 2 1 2 3 4 and keep .step-2.XXXXXXXX forever)."""
+    data = write_pairs(tmp_path / "p.jsonl", n=10)
+    common = {"max_steps": 4, "save_every": 2}
+    rm_module.run_rm(config(tmp_path, tiny_model_dir, data, output=str(tmp_path / "a"), **common))
+
+    class Killed(Exception):
+        pass
+
+    def killed_while_writing(run, step, *args, **kwargs):
+        (run.checkpoints_dir / f".step-{step}.qoo1hrw0").mkdir(parents=True)  # what a SIGKILL leaves
+        raise Killed
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_while_writing)
+    with pytest.raises(Killed):
+        rm_module.run_rm(config(tmp_path, tiny_model_dir, data, output=str(tmp_path / "b"), **common))
+    monkeypatch.undo()
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [1, 2]
+    assert Run(tmp_path / "b").checkpoints() == []
+    monkeypatch.setattr(console, "_quiet", False)
+    capsys.readouterr()
+    rm_module.run_rm(
+        config(tmp_path, tiny_model_dir, data, output=str(tmp_path / "b"), resume=True, **common)
+    )
+    err = capsys.readouterr().err
+
+    rows_a = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if "loss/total" in r]
+    rows_b = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss/total" in r]
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert rb["loss/total"] == pytest.approx(ra["loss/total"], rel=1e-5)
+    assert "no checkpoint" in err and "dropped the 2 metrics row(s)" in err
+    assert not [p.name for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert "removed what an interrupted write left behind" in err
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     data = write_pairs(tmp_path / "p.jsonl")
     cfg = config(tmp_path, tiny_model_dir, data, max_steps=4, save_every=2)
@@ -372,6 +413,64 @@ def test_sft_data_is_refused_with_exit_2(tmp_path, tiny_model_dir, capsys):
     sft.write_text('{"prompt": "a", "completion": "b"}\n')
     rc = main(["rm", "-m", str(tiny_model_dir), "--data", str(sft), "-o", str(tmp_path / "run")])
     assert rc == 2 and "preference pairs or rankings" in capsys.readouterr().err
+
+
+def _open_failing_for(path_part: str, code: int, after: int = 0):
+    """``open`` raising ``OSError(code)`` naming no file (as a full disk does) for paths holding ``path_part``
+    once ``after`` of them have opened for writing."""
+    import builtins
+    import os
+
+    real, opened = builtins.open, [0]
+
+    def fake(file, *args, **kwargs):
+        if path_part in str(file) and "r" not in (args[0] if args else kwargs.get("mode", "r")):
+            opened[0] += 1
+            if opened[0] > after:
+                raise OSError(code, os.strerror(code))
+        return real(file, *args, **kwargs)
+
+    return fake
+
+
+def test_read_only_output_exits_2_naming_it_before_loading_the_model(
+    tmp_path, tiny_model_dir, capsys, monkeypatch
+):
+    """Guards issue 24.3a: a read-only output was ``internal error: OSError`` (exit 1); now the run directory
+    is probed before the model loads and the error names it and what to do (exit 2)."""
+    import errno
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(rm_module, "build_reward_model", no_model)
+    monkeypatch.setattr(
+        "alignkit.runs.open", _open_failing_for(".alignkit-probe", errno.EROFS), raising=False
+    )
+    data = write_pairs(tmp_path / "p.jsonl")
+    out = tmp_path / "ro"
+    rc = main([*tiny_rm_args(tiny_model_dir, data, out), "--max-steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"error: {out}: cannot write (Read-only file system)" in err and "--output" in err
+    assert "internal error" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_disk_full_mid_run_exits_2_naming_the_metrics_file(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """Guards issue 24.3b: a disk that fills up after two steps was ``internal error: OSError: [Errno 28] No
+    space left on device`` naming no file; now exit 2, naming metrics.jsonl and what to do."""
+    import errno
+
+    monkeypatch.setattr(
+        "alignkit.runs.open", _open_failing_for("metrics.jsonl", errno.ENOSPC, after=2), raising=False
+    )
+    data = write_pairs(tmp_path / "p.jsonl")
+    out = tmp_path / "run"
+    rc = main([*tiny_rm_args(tiny_model_dir, data, out), "--max-steps", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"error: {out / 'metrics.jsonl'}: cannot write (No space left on device); free some space" in err
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
 
 
 def test_missing_data_option_exits_2(tmp_path, tiny_model_dir, capsys):

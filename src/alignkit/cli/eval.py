@@ -9,5 +9,9 @@ import typer
 
 from alignkit.cli.app import app
 
-eval_app = typer.Typer(help="Evaluate models: reward models (rm), and more to come.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate models: reward models (rm), a policy against its reference (policy), refusal rules "
+    "against human labels (refusals).",
+    no_args_is_help=True,
+)
 app.add_typer(eval_app, name="eval")

@@ -12,6 +12,8 @@ JSON_KEYS = (
     "win_rate_by",
     "kl",
     "kl_stderr",
+    "kl_is_sampling_kl",
+    "kl_note",
     "mean_reward",
     "reward_std",
     "reference_mean_reward",

@@ -43,7 +43,7 @@ def label_command(cfg: LabelConfig) -> None:
 def judge_command(cfg: JudgeConfig) -> None:
     """Label answer pairs with an AI judge (a local model or an OpenAI-compatible endpoint) into a label file.
 
-    The judge reads a template stating one principle (helpful, harmless, honest, or your own text file) and names the better answer; a local model's decision comes from the log-probabilities of the answer names, not from generated text. --swap judges both orders and turns order-dependent verdicts into ties (or drops them). Output is resumable, and readable by rm, dpo and kto like the output of alignkit label. An HTTP judge reads its key from ALIGNKIT_JUDGE_API_KEY; it retries 429/5xx/connection errors with backoff and stops with exit status 1 when the endpoint keeps failing (2 for a bad URL, key or request).
+    The judge reads a template stating one principle (helpful, harmless, honest, or your own text file) and names the better answer; a local model's decision comes from the log-probabilities of the answer names, not from generated text. --swap judges both orders and turns order-dependent verdicts into ties (or drops them). Output is resumable, and readable by rm, dpo and kto like the output of alignkit label. An HTTP judge reads its key from ALIGNKIT_JUDGE_API_KEY, else OPENAI_API_KEY; it retries 429/5xx/connection errors with backoff and stops with exit status 1 when the endpoint keeps failing (2 for a bad URL, key or request).
 
     Example:
 

@@ -60,9 +60,6 @@ def option_parameters(
         default = _default_text(f)
         if default is not None:
             help_text = f"{help_text} [default: {default}]"
-        help_text = console.plain(
-            help_text
-        )  # rich would read "[default: 3]" or "[chosen, rejected]" as markup
         if f.name in positional:  # a list field takes any number of values: `alignkit plot RUN...`
             info = typer.Argument(help=help_text, show_default=False, metavar=f.metadata.get("metavar"))
         elif tp is bool:

@@ -43,7 +43,11 @@ def inspect_data(
     Findings are computed on the records as the file holds them (before ``kind``
     conversion); counts and lengths on the converted records.
     """
-    result, natives = _load(path, kind, format, skip_invalid, None, None, keep_native=True)
+    # inspect skips invalid records unless --strict: its advice names that option, not --skip-invalid
+    advice = "leave out --strict (skip_invalid=True) to skip and list invalid records"
+    result, natives = _load(
+        path, kind, format, skip_invalid, None, None, keep_native=True, skip_advice=advice
+    )
     records = result.records
     findings = _findings(natives, result.skipped)
     report: dict[str, Any] = {

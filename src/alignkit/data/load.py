@@ -30,6 +30,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from alignkit.data.formats import Format, detect_format, get_format
+from alignkit.data.jsonl import json_problem, jsonl_items, text_lines
 from alignkit.data.labels import is_label_file, label_items
 from alignkit.data.records import KINDS, Record
 from alignkit.errors import ConfigError, DataError
@@ -38,6 +39,8 @@ Item = tuple[str, Any, "str | None"]  # (source, raw record, reason it is unread
 
 DETECT_SAMPLES = 16  # valid raw records that detection looks at
 MAX_ERRORS = 20  # without skip_invalid: invalid records collected before giving up
+# How the commands with --skip-invalid skip invalid records (the end of the error that lists them).
+SKIP_ADVICE = "pass skip_invalid=True (--skip-invalid) to skip invalid records"
 _CONTAINER_KEYS = ("train", "data", "examples", "records", "rows")  # where a JSON object keeps its list
 _SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -60,6 +63,7 @@ def load_records(
     skip_invalid: bool = False,
     split: str | None = None,
     limit: int | None = None,
+    fallback_format: str | None = None,
 ) -> LoadResult:
     """Load a data file, a `datasets.save_to_disk` folder or a hub dataset name.
 
@@ -74,13 +78,15 @@ def load_records(
         split: which split of a `DatasetDict` folder, a hub dataset or a JSON object
             holding several lists (default "train").
         limit: stop after this many (converted) records.
+        fallback_format: a format id used only when detection cannot tell the format (a command's
+            ``--format`` for its eval file, which may hold another format than the training data).
 
     Raises:
         DataError: "FILE:LINE: what is wrong" for unreadable input, an unknown
             format, or (without ``skip_invalid``) any invalid record; always when
             no valid record is left.
     """
-    result, _ = _load(path_or_name, kind, format, skip_invalid, split, limit)
+    result, _ = _load(path_or_name, kind, format, skip_invalid, split, limit, fallback_format=fallback_format)
     return result
 
 
@@ -92,11 +98,17 @@ def _load(
     split: str | None,
     limit: int | None,
     keep_native: bool = False,
+    skip_advice: str = SKIP_ADVICE,
+    fallback_format: str | None = None,
 ) -> tuple[LoadResult, list[Record]]:
-    """`load_records`, plus (when ``keep_native``) the records as parsed, before conversion."""
+    """`load_records`, plus (when ``keep_native``) the records as parsed, before conversion.
+
+    ``skip_advice`` ends the error about invalid records: how the caller's command skips them.
+    """
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"unknown data kind {kind!r}; expected one of {', '.join(KINDS)}")
     fmt = get_format(format) if format else None
+    fallback = get_format(fallback_format) if fallback_format and not fmt else None
     name, items, table = _open(path_or_name, split)
     natives: list[Record] = []
     records: list[Record] = []
@@ -112,7 +124,7 @@ def _load(
             head = []
         elif fmt is None:
             # CSV/TSV cells are all text: the columns are mapped by name.
-            fmt = get_format("columns") if table else detect_format(samples, head[0][0])
+            fmt = get_format("columns") if table else _detect(samples, head[0][0], fallback)
         for item in itertools.chain(head, items):
             good, problems = _parse_item(fmt, item, kind, source_kind)  # type: ignore[arg-type]
             skipped.extend(problems)
@@ -131,11 +143,7 @@ def _load(
     if skipped and not skip_invalid:
         first_source, first_reason = skipped[0]
         others = "" if len(skipped) == 1 else f" ({_more(skipped[1:], len(skipped) >= MAX_ERRORS)})"
-        raise DataError(
-            f"{first_reason}{others}; fix the data, or pass skip_invalid=True (--skip-invalid) "
-            "to skip invalid records",
-            first_source,
-        )
+        raise DataError(f"{first_reason}{others}; fix the data, or {skip_advice}", first_source)
     if not records:
         if skipped:
             first_source, first_reason = skipped[0]
@@ -149,6 +157,16 @@ def _load(
         records = records[:limit]
     result = LoadResult(records, fmt.name, kind or source_kind, skipped, str(path_or_name), source_kind)
     return result, natives
+
+
+def _detect(samples: list[Any], where: str, fallback: Format | None) -> Format:
+    """`detect_format`, or ``fallback`` when there is one and detection cannot tell."""
+    try:
+        return detect_format(samples, where)
+    except DataError:
+        if fallback is None:
+            raise
+        return fallback
 
 
 def _parse_item(
@@ -256,38 +274,9 @@ def _guard(items: Iterator[Item], name: str) -> Iterator[Item]:
         items.close()  # type: ignore[attr-defined]
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str, str | None]]:
-    """(1-based line number, text, reason if not UTF-8) of each line; bad bytes are replaced."""
-    offset = 0
-    for number, data in enumerate(stream, 1):
-        try:
-            text, error = data.decode("utf-8"), None
-        except UnicodeDecodeError as e:
-            text = data.decode("utf-8", errors="replace")
-            error = (
-                f"not valid UTF-8 text (byte offset {offset + e.start} in the file); save the file as UTF-8"
-            )
-        if number == 1:
-            text = text.removeprefix("\ufeff")  # byte-order mark
-        offset += len(data)
-        yield number, text, error
-
-
-def _jsonl_items(stream: IO[bytes], name: str) -> Iterator[Item]:
-    for number, text, error in _lines(stream):
-        source = f"{name}:{number}"
-        if error is not None:
-            yield source, None, error
-        elif text.strip():
-            try:
-                yield source, json.loads(text), None
-            except json.JSONDecodeError as e:
-                yield source, None, f"malformed JSON: {e.msg} (column {e.colno})"
-
-
 def _jsonl_file_items(opener: Any, path: Path, name: str) -> Iterator[Item]:
     with opener(path, "rb") as stream:
-        yield from _jsonl_items(stream, name)
+        yield from jsonl_items(stream, name)
 
 
 def _json_items(opener: Any, path: Path, name: str, split: str | None) -> Iterator[Item]:
@@ -306,9 +295,9 @@ def _json_items(opener: Any, path: Path, name: str, split: str | None) -> Iterat
         value = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # one JSON object per line in a .json file
-            yield from _jsonl_items(io.BytesIO(data), name)
+            yield from jsonl_items(io.BytesIO(data), name)
             return
-        raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", f"{name}:{e.lineno}") from None
+        raise DataError(json_problem(text, e), f"{name}:{e.lineno}") from None
     for index, raw in enumerate(_json_records(value, name, split)):
         yield f"{name}:#{index}", raw, None
 
@@ -348,7 +337,7 @@ def _csv_items(opener: Any, path: Path, name: str, delimiter: str) -> Iterator[I
     bad_lines: dict[int, str] = {}
 
     def texts(stream: IO[bytes]) -> Iterator[str]:
-        for number, text, error in _lines(stream):
+        for number, text, error in text_lines(stream):
             if error is not None:
                 bad_lines[number] = error
             yield text

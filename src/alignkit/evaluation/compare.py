@@ -2,7 +2,11 @@
 
 Pure functions over texts and scores, shared by `alignkit eval policy` (a policy against its reference) and
 `alignkit demo` (best-of-n, DPO and PPO against the base). Win rates pair the i-th answer of each side to
-the same prompt; a tie counts half (AlpacaEval's convention, Li et al. 2023; Dubois et al. 2024).
+the same prompt; a tie counts half (AlpacaEval's convention, Li et al. 2023; Dubois et al. 2024). Several
+answers to one prompt are not independent: `win_summary` takes the mean of per-prompt means and its
+standard error over prompts (prompts as clusters; with several samples of one question, Miller 2024,
+"Adding Error Bars to Evals", arXiv:2411.00640, analyse the per-question means). A judge verdict that could
+not be parsed is dropped and counted, not scored as a tie.
 """
 
 from __future__ import annotations
@@ -53,6 +57,36 @@ def stderr(values: Sequence[float]) -> float | None:
     return None if s is None or not values else s / math.sqrt(len(values))
 
 
+def cluster_means(values: Sequence[float | None], clusters: Sequence[int] | None = None) -> list[float]:
+    """The mean of each cluster's values (None values left out; a cluster with none left is dropped).
+
+    ``clusters``: one id per value (e.g. the prompt each answer answers); None: every value its own cluster.
+    """
+    ids = range(len(values)) if clusters is None else clusters
+    if len(ids) != len(values):
+        raise ValueError(f"{len(values)} values but {len(ids)} cluster ids")
+    groups: dict[int, list[float]] = {}
+    for value, cluster in zip(values, ids, strict=True):
+        if value is not None:
+            groups.setdefault(cluster, []).append(value)
+    return [sum(g) / len(g) for g in groups.values()]
+
+
+def win_summary(wins: Sequence[float | None], clusters: Sequence[int] | None = None) -> dict[str, Any]:
+    """Win rate and its standard error, clustered by prompt, and how many verdicts were unparsed (None).
+
+    ``win_rate`` = the mean over prompts of each prompt's mean win (the plain mean when every prompt has
+    as many answers); ``win_rate_stderr`` = the std of those per-prompt means / sqrt(prompts).
+    """
+    means = cluster_means(wins, clusters)
+    return {
+        "win_rate": mean(means),
+        "win_rate_stderr": stderr(means),
+        "judged": sum(w is not None for w in wins),
+        "unparsed": sum(w is None for w in wins),
+    }
+
+
 def judge_wins(
     judge: Any,
     prompts: Sequence[str],
@@ -60,11 +94,12 @@ def judge_wins(
     reference: Sequence[str],
     seed: int = 0,
     swap: bool = True,
-) -> list[float]:
+) -> list[float | None]:
     """Win of each policy answer over the reference answer by a pairwise judge (`feedback.judge.Judge`).
 
     Which answer is shown first is drawn per pair from ``seed``; with ``swap`` every pair is judged in both
-    orders and a verdict that follows the position becomes a tie (Zheng et al. 2023, sec. 3.3).
+    orders and a verdict that follows the position becomes a tie (Zheng et al. 2023, sec. 3.3). None where
+    a verdict (either order) could not be parsed: that pair has no outcome, it is not a tie.
     """
     from alignkit.feedback.judges.base import JudgeInput, combine
 
@@ -80,7 +115,9 @@ def judge_wins(
     wins = []
     for k, first in enumerate(policy_first):
         outcome = combine(verdicts[k], verdicts[len(prompts) + k] if swap else None, "tie")
-        if outcome.winner is None:
+        if outcome.event == "skip":  # unparsed: no verdict at all
+            wins.append(None)
+        elif outcome.winner is None:
             wins.append(0.5)
         else:
             wins.append(float((outcome.winner == 0) == first))
@@ -101,15 +138,18 @@ def answer_stats(texts: Sequence[str], token_ids: Sequence[Sequence[int]], finis
     }
 
 
-def score_summary(name: str, policy: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
-    """Mean and spread of both sides' scores, and the policy's win rate by them."""
-    wins = win_from_scores(policy, reference)
+def score_summary(
+    name: str, policy: Sequence[float], reference: Sequence[float], clusters: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Mean and spread of both sides' scores, and the policy's win rate by them (`win_summary`: its
+    standard error clustered by ``clusters``, the prompt of each answer)."""
+    wins = win_summary(win_from_scores(policy, reference), clusters)
     return {
         "scorer": name,
         "mean": mean(policy),
         "std": std(policy),
         "reference_mean": mean(reference),
         "reference_std": std(reference),
-        "win_rate": mean(wins),
-        "win_rate_stderr": stderr(wins),
+        "win_rate": wins["win_rate"],
+        "win_rate_stderr": wins["win_rate_stderr"],
     }

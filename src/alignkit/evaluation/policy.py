@@ -31,10 +31,12 @@ from alignkit.errors import ConfigError, ModelError, UserError
 from alignkit.evaluation.compare import (
     PointScorer,
     answer_stats,
+    cluster_means,
     judge_wins,
     mean,
     score_summary,
     stderr,
+    win_summary,
 )
 from alignkit.evaluation.policy_config import EvalPolicyConfig
 
@@ -114,7 +116,8 @@ def sample(model, tokenizer, prompts: Sequence[Conversation], cfg: EvalPolicyCon
 def kl_from_samples(
     sides: Sides, batch, temperature: float, batch_size: int = 16
 ) -> tuple[float, float | None]:
-    """(mean, standard error) over the policy's samples of sum_t log pi - log pi_ref (k1)."""
+    """(mean, standard error) over the policy's samples of sum_t log pi - log pi_ref (k1); the error is
+    over prompts (the spread of per-prompt means: a prompt's samples are not independent)."""
     from alignkit.sampling.logprobs import response_token_logps
 
     packed = batch.to_tensors()
@@ -122,8 +125,24 @@ def kl_from_samples(
         policy = response_token_logps(sides.model, packed, temperature, batch_size).sum(-1)
     with sides.reference() as ref:
         reference = response_token_logps(ref, packed, temperature, batch_size).sum(-1)
-    per_sample = (policy - reference).tolist()
-    return float(mean(per_sample) or 0.0), stderr(per_sample)
+    per_prompt = cluster_means((policy - reference).tolist(), [g.prompt_index for g in batch])
+    return float(mean(per_prompt) or 0.0), stderr(per_prompt)
+
+
+def kl_caveat(temperature: float, top_p: float) -> str | None:
+    """Why the reported KL is not KL(policy || reference) of the distributions that answered, or None."""
+    if temperature <= 0:
+        return (
+            "--temperature 0 decodes greedily: the reported KL is the log-ratio of the greedy answers under "
+            "both models at temperature 1, not the KL of the (deterministic) decoding"
+        )
+    if top_p < 1:
+        return (
+            f"--top-p {top_p:g}: the reported KL is between the untruncated distributions at temperature "
+            f"{temperature:g}, on nucleus samples; the KL between the truncated distributions that answered is "
+            "not estimated (it is infinite wherever the policy's nucleus holds a token outside the reference's)"
+        )
+    return None
 
 
 def sampled_kl(
@@ -224,6 +243,7 @@ class Answers:
     reference: list[str]
     policy_finished: list[bool]
     reference_finished: list[bool]
+    prompt_index: list[int]  # which prompt row i answers: the clusters of the win rate's standard error
 
 
 def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
@@ -243,6 +263,7 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         reference=[g.text for g in reference_batch],
         policy_finished=[g.finished for g in policy_batch],
         reference_finished=[g.finished for g in reference_batch],
+        prompt_index=[g.prompt_index for g in policy_batch],
     )
 
     result: dict[str, Any] = {
@@ -253,7 +274,11 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         "temperature": cfg.temperature,
         "kl": kl,
         "kl_stderr": kl_err,
+        "kl_is_sampling_kl": kl_caveat(cfg.temperature, cfg.top_p) is None,
+        "kl_note": kl_caveat(cfg.temperature, cfg.top_p),
     }
+    if result["kl_note"]:
+        console.warn(result["kl_note"])
     proxy = None
     if cfg.reward_model:
         proxy = reward_scorer(
@@ -292,7 +317,9 @@ def read_prompts(cfg: EvalPolicyConfig) -> tuple[Path | None, list[Conversation]
         raise UserError(
             f"{out_path} already exists; pass --overwrite to replace it or choose another --output"
         )
-    loaded = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid, limit=cfg.limit)
+    loaded = load_records(
+        cfg.prompts, kind="prompt", format=cfg.format, skip_invalid=cfg.skip_invalid, limit=cfg.limit
+    )
     prompts = [r.prompt for r in loaded.records]
     if not prompts:
         raise UserError(f"{cfg.prompts}: no prompts to answer")
@@ -320,7 +347,7 @@ def score_sides(
         p_models = scorer.last_per_model
         r_scores = scorer.score(answers.prompts, answers.reference, answers.reference_finished)
         rows[role] = (p_scores, r_scores)
-        result[role] = score_summary(scorer.name, p_scores, r_scores)
+        result[role] = score_summary(scorer.name, p_scores, r_scores, answers.prompt_index)
         if p_models is not None and scorer.last_per_model is not None:
             result[role]["per_model"] = {
                 k: {"policy": p_models[k], "reference": scorer.last_per_model[k]} for k in p_models
@@ -345,6 +372,7 @@ def judge_sides(result: dict[str, Any], answers: Answers, cfg: EvalPolicyConfig,
                 sim.name,
                 sim.score(texts, pol, answers.policy_finished),
                 sim.score(texts, ref_texts, answers.reference_finished),
+                answers.prompt_index,
             )
             result["judge"] = {
                 "judge": "simulated",
@@ -353,7 +381,7 @@ def judge_sides(result: dict[str, Any], answers: Answers, cfg: EvalPolicyConfig,
             }
         else:
             wins = judge_wins(make_pairwise_judge(cfg.judge, cfg), texts, pol, ref_texts, cfg.seed, swap=True)
-            result["judge"] = {"judge": cfg.judge, "win_rate": mean(wins), "win_rate_stderr": stderr(wins)}
+            result["judge"] = {"judge": cfg.judge, **_judged(wins, answers.prompt_index, "--judge")}
         result["win_rate"] = result["judge"]["win_rate"]
         result["win_rate_by"] = f"judge: {cfg.judge}"
     else:
@@ -365,9 +393,19 @@ def judge_sides(result: dict[str, Any], answers: Answers, cfg: EvalPolicyConfig,
         )
         result["gold"] = {
             "scorer": f"gold: {cfg.gold_judge}",
-            "win_rate": mean(wins),
-            "win_rate_stderr": stderr(wins),
+            **_judged(wins, answers.prompt_index, "--gold-judge"),
         }
+
+
+def _judged(wins: list[float | None], prompt_index: list[int], option: str) -> dict[str, Any]:
+    """`win_summary` of a pairwise judge's wins; a warning when some verdicts could not be parsed."""
+    summary = win_summary(wins, prompt_index)
+    if summary["unparsed"]:
+        console.warn(
+            f"{option}: {summary['unparsed']} of {len(wins)} verdicts could not be parsed; they are left out of "
+            "the win rate (counted as `unparsed`)"
+        )
+    return summary
 
 
 def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
@@ -375,7 +413,9 @@ def over_refusal(sides: Sides, cfg: EvalPolicyConfig) -> dict[str, Any]:
     from alignkit.data.load import load_records
     from alignkit.habits.refusal import is_refusal
 
-    loaded = load_records(cfg.refusal_prompts, kind="prompt", skip_invalid=cfg.skip_invalid)
+    loaded = load_records(
+        cfg.refusal_prompts, kind="prompt", skip_invalid=cfg.skip_invalid, fallback_format=cfg.format
+    )
     prompts = [r.prompt for r in loaded.records]
     if not prompts:
         raise UserError(f"{cfg.refusal_prompts}: no prompts")
@@ -413,7 +453,12 @@ def show(result: dict[str, Any], prompts, policy, reference, rows, n_show: int) 
     p, r = result["policy_stats"], result["reference_stats"]
     table_rows = [
         ["win rate (policy vs reference)", _fmt(result["win_rate"]), "", result["win_rate_by"]],
-        ["KL(policy || reference), nats", _fmt(result["kl"]), "0", f"+- {_fmt(result['kl_stderr'])}"],
+        [
+            "KL(policy || reference), nats",
+            _fmt(result["kl"]),
+            "0",
+            f"+- {_fmt(result['kl_stderr'])}" + ("" if result["kl_is_sampling_kl"] else " (see kl_note)"),
+        ],
     ]
     for role in ("proxy", "gold"):
         if role in result and "mean" in result[role]:

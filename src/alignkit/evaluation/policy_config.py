@@ -15,6 +15,8 @@ class EvalPolicyConfig:
     """The policy: a run dir of dpo, kto, sft or ppo (LoRA adapter or full checkpoint), or a model name/dir."""
     prompts: str | None = None
     """Prompts to answer: any file the loaders read (preference or SFT data give their prompts)."""
+    format: str | None = None
+    """Read --prompts as this format instead of detecting it, e.g. trl-prompt, trl-preference, hh-rlhf (an unknown name lists them all). --refusal-prompts is detected on its own, and read as this format only when its format cannot be told."""
     reference: str | None = None
     """Reference model. Default: the policy's base with its adapter disabled (LoRA runs); required otherwise."""
     model: str | None = None
@@ -26,11 +28,11 @@ class EvalPolicyConfig:
     combine: str = "sum"
     """How several reward models make one score: sum (of weighted scores) or min (the worst weighted score)."""
     gate: str | None = None
-    """Safety gate NAME:THRESHOLD: an answer below THRESHOLD on reward model NAME gets a fixed penalty."""
+    """Safety gate NAME:THRESHOLD: an answer below THRESHOLD on reward model NAME scores NAME's own score, not the others' (Llama 2)."""
     judge: str | None = None
     """Pairwise judge for the win rate: a causal LM, an OpenAI-compatible URL, or `simulated` (the demo's rule)."""
     judge_model: str | None = None
-    """Model name sent to an HTTP judge (the key comes from ALIGNKIT_JUDGE_API_KEY)."""
+    """Model name sent to an HTTP judge (the key comes from ALIGNKIT_JUDGE_API_KEY, else OPENAI_API_KEY)."""
     template: str = "helpful"
     """Judge principle: helpful, harmless, honest, or a text file with {prompt}, {answer_a}, {answer_b}."""
     gold_reward_model: list[str] = field(default_factory=list)

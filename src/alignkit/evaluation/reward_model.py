@@ -186,7 +186,7 @@ def _load_for_scoring(cfg: Any) -> tuple[Any, Any]:
     from alignkit.models.device import default_device
     from alignkit.rewards.model import load_reward_model
 
-    loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
+    loaded = load_records(cfg.data, format=cfg.format, skip_invalid=cfg.skip_invalid)
     if loaded.skipped:
         console.warn(
             f"skipped {len(loaded.skipped)} invalid record(s): " + ", ".join(s for s, _ in loaded.skipped[:5])

@@ -15,6 +15,8 @@ class ScoringOptions:
     """Reward model: an `alignkit rm` run dir, its reward_model/ dir, or an AutoModelForSequenceClassification checkpoint."""
     data: str = ""
     """Records with answers to score."""
+    format: str | None = None
+    """Read --data as this format instead of detecting it, e.g. trl-preference, hh-rlhf, ranking, trl-sft (an unknown name lists them all)."""
     max_length: int | None = None
     """Longest prompt+answer in tokens (default: the reward model's training max_length)."""
     batch_size: int = 16

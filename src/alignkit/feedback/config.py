@@ -31,6 +31,8 @@ class LabelConfig:
 
     data: str | None = None
     """Candidates: `alignkit sample` output, or any preference/ranking file the loaders read."""
+    format: str | None = None
+    """Read --data with the loaders as this format instead of detecting it, e.g. trl-preference, hh-rlhf, ranking (an unknown name lists them all)."""
     output: str | None = None
     """Label file (JSONL) to append to; running again with the same file resumes."""
     mode: str = "pair"
@@ -63,12 +65,14 @@ class JudgeConfig:
 
     data: str | None = None
     """Candidates: `alignkit sample` output, or any preference/ranking file the loaders read."""
+    format: str | None = None
+    """Read --data with the loaders as this format instead of detecting it, e.g. trl-preference, hh-rlhf, ranking (an unknown name lists them all)."""
     output: str | None = None
     """Label file (JSONL) to append to; running again with the same file resumes."""
     judge: str = DEFAULT_MODEL
     """Judge: a causal LM the registry loads (local path, hub id, the embedded default), an OpenAI-compatible URL http(s)://host:port/v1, or `simulated` (the demo's documented rule, no model)."""
     judge_model: str | None = None
-    """Model name sent to an HTTP judge (required with a URL). The key comes from ALIGNKIT_JUDGE_API_KEY."""
+    """Model name sent to an HTTP judge (required with a URL). The key comes from ALIGNKIT_JUDGE_API_KEY, else OPENAI_API_KEY."""
     template: str = "helpful"
     """Principle: helpful, harmless, honest, or a text file with {prompt}, {answer_a}, {answer_b}."""
     swap: bool = False

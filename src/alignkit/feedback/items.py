@@ -86,23 +86,25 @@ def shown_order(item: Item, seed: int, k: int | None = None) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def load_candidates(path: str | Path, skip_invalid: bool = False) -> Candidates:
+def load_candidates(path: str | Path, skip_invalid: bool = False, format: str | None = None) -> Candidates:
     """Items with at least two distinct answers from ``path`` (see the module docstring).
 
-    Raises `DataError` (FILE:LINE) for unreadable records, or when no item has two answers.
+    ``format`` (--format) reads ``path`` with the loaders as that format, even when it looks like
+    `alignkit sample` output. Raises `DataError` (FILE:LINE) for unreadable records, or when no item
+    has two answers.
     """
     name, local = str(path), Path(path).expanduser()
-    if local.is_file() and _is_sample_output(local):
+    if format is None and local.is_file() and _is_sample_output(local):
         return _finish(list(_sample_items(local, name, skip_invalid)), "sample", name)
     return _from_records(
-        name, skip_invalid
+        name, skip_invalid, format
     )  # any other file, folder or hub name: the loaders say what is wrong
 
 
-def _from_records(name: str, skip_invalid: bool) -> Candidates:
+def _from_records(name: str, skip_invalid: bool, format: str | None = None) -> Candidates:
     from alignkit.data.load import load_records
 
-    result = load_records(name, skip_invalid=skip_invalid)
+    result = load_records(name, format=format, skip_invalid=skip_invalid)
     if result.kind not in ("preference", "ranking"):
         raise DataError(
             f"this file holds {result.kind} records (format {result.format}); labelling needs a prompt with two "

@@ -57,7 +57,7 @@ def judge_name(cfg: JudgeConfig) -> str:
 
 def make_judge(cfg: JudgeConfig, template: Template) -> Judge:
     choices = cfg.choice_names()
-    if cfg.judge.strip().lower() == "simulated":  # the demo's transparent rule (feedback/simulated.py)
+    if cfg.judge.strip().lower() == "simulated":  # the demo's transparent rule (feedback/judges/simulated.py)
         from alignkit.feedback.judges.simulated import SimulatedJudge
 
         return SimulatedJudge()
@@ -212,7 +212,7 @@ def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
     require_paths(cfg.data, cfg.output)
     assert cfg.data and cfg.output
     template = load_template(cfg.template)
-    candidates = load_candidates(cfg.data, cfg.skip_invalid)
+    candidates = load_candidates(cfg.data, cfg.skip_invalid, cfg.format)
     for note in candidates.notes:
         console.warn(note)
     annotator = (cfg.annotator or f"judge:{judge_name(cfg)}").strip()

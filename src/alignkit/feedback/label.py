@@ -4,10 +4,12 @@ Three layers, so that tests can drive the logic without a terminal:
 
 * `LabelSession`: a pure state machine. ``press(key)`` takes one key ("1", "t", "enter", "up", ...),
   appends the judgement to the `LabelStore` (fsync-ed before it returns) and moves on.
-* `build_view(session, width, height)`: what the screen shows, as lines of (text, style) segments; side by
-  side on wide terminals, stacked on narrow ones, a clear message when the terminal is too small.
+* `build_view(session, width, height)` (in `label_view`): what the screen shows, as lines of (text, style)
+  segments; side by side on wide terminals, stacked on narrow ones, the answers' lines first (the prompt is
+  cut and scrolls), one "enlarge the terminal" line when not every answer fits.
 * `run_label`: opens the store, puts the terminal in cbreak mode (`KeyReader`, restored on exit, exception,
-  SIGTERM and SIGHUP), and loops draw -> key -> press. Drawing is `alignkit.console.label_screen`.
+  SIGTERM and SIGHUP; Ctrl-C and resizes arrive as the keys "interrupt" and "resize"), and loops
+  draw -> key -> press. Drawing is `alignkit.console.label_screen`.
 
 Keys, pair mode: ``1``/``2`` choose, ``t`` tie, ``s`` skip, ``u`` undo the last, ``q`` quit, arrows and
 PgUp/PgDn scroll. Rank mode: type the shown numbers best first (``3 1 2 4``, or ``3124``; ``1=2`` ties
@@ -17,32 +19,26 @@ two answers) and Enter; ``t``, ``s``, ``u``, ``q`` as in pair mode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
 import sys
-import textwrap
-import unicodedata
-from dataclasses import dataclass, field
-from itertools import zip_longest
 from typing import Any
 
 from alignkit import console
-from alignkit.data.records import Conversation
 from alignkit.errors import UserError
 from alignkit.feedback.config import LabelConfig, default_annotator, require_paths
 from alignkit.feedback.items import Item, conv_json, load_candidates, shown_order
+from alignkit.feedback.label_view import PAIR_HELP, RANK_HELP, build_view
 from alignkit.feedback.store import LabelStore, tied_answers
 
-QUIT_KEYS = ("q", "Q", "\x03", "\x04", "eof")
+QUIT_KEYS = ("q", "Q", "\x03", "\x04", "eof", "interrupt")
+DECISION_KEYS = ("1", "2", "t", "enter")  # keys that record a judgement of what is on screen
+RESIZED = "the terminal was resized: look at the answers again, then press the key again"
 SCROLL_KEYS = {"up": -1, "down": 1, "k": -1, "j": 1}
 PAGE_KEYS = {"pgup": -1, "pgdn": 1}
 RANK_INPUT = set("0123456789 =,")
-MIN_WIDTH, MIN_HEIGHT = 40, 10
-SIDE_BY_SIDE_MIN_WIDTH = 100
-CHROME_LINES = 5  # header, rule, rule, footer, message
-PAIR_HELP = "1/2 choose · t tie · s skip · u undo · q quit · ↑↓ PgUp/PgDn scroll"
-RANK_HELP = "order best first (3 1 2 4, 1=2 tie) + Enter · t all tie · s skip · u undo · q quit · ↑↓ scroll"
 
 
 # ------------------------------------------------------------------------------------ rank orders
@@ -242,155 +238,64 @@ class LabelSession:
         self.message = f"undone: the {target['event']} of this item; judge it again"
 
 
-# ------------------------------------------------------------------------------------------- view
-Segment = tuple[str, str]  # (text, style)
-Line = list[Segment]
-
-
-@dataclass
-class View:
-    lines: list[Line] = field(default_factory=list)
-    too_small: bool = False
-
-
-def clean_text(text: str) -> str:
-    """Text safe to print: tabs expanded, control characters (escape sequences from a model) made visible."""
-    text = text.replace("\r\n", "\n").expandtabs(4)
-    return "".join(
-        ch if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf") else "\ufffd" for ch in text
-    )
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """Wrap every paragraph to ``width`` columns, keeping blank lines."""
-    width = max(1, width)
-    out: list[str] = []
-    for line in clean_text(text).split("\n"):
-        out.extend(
-            textwrap.wrap(
-                line,
-                width,
-                replace_whitespace=False,
-                drop_whitespace=True,
-                break_long_words=True,
-                break_on_hyphens=False,
-            )
-            or [""]
-        )
-    return out
-
-
-def conversation_lines(conv: Conversation, width: int, show_roles: bool) -> list[str]:
-    lines: list[str] = []
-    for i, m in enumerate(conv):
-        if i:
-            lines.append("")
-        if show_roles:
-            lines.extend(wrap(f"{m.role}: {m.content}", width))
-        else:
-            lines.extend(wrap(m.content, width))
-    return lines
-
-
-def _pad(text: str, width: int) -> str:
-    return text[:width].ljust(width)
-
-
-def _header(session: LabelSession, width: int) -> Line:
-    left = f" alignkit label · {session.mode} · {session.annotator}"
-    right = f"done {session.done}/{session.total} · remaining {len(session.queue)} "
-    gap = max(1, width - len(left) - len(right))
-    return [(left, "bold"), (" " * gap, ""), (right, "bold green")]
-
-
-def _body(session: LabelSession, width: int) -> list[Line]:
-    item = session.current
-    if item is None:
-        return [
-            [(f" All {session.total} items are labelled ({session.saved} in this session).", "bold green")],
-            [("", "")],
-            [(" u undoes the last judgement, q quits. Your labels are saved.", "")],
-        ]
-    inner = width - 2
-    body: list[Line] = [[(" Prompt", "bold")]]
-    show_roles = len(item.prompt) > 1 or item.prompt[0].role != "user"
-    body += [[(" " + s, "")] for s in conversation_lines(item.prompt, inner, show_roles)]
-    body.append([("─" * width, "dim")])
-    order = session.shown(item)
-    answers = [item.answers[i] for i in order]
-    if session.mode == "pair" and width >= SIDE_BY_SIDE_MIN_WIDTH:
-        col = (width - 3) // 2
-        left = conversation_lines(answers[0], col - 1, len(answers[0]) > 1)
-        right = conversation_lines(answers[1], col - 1, len(answers[1]) > 1)
-        body.append([(_pad(" [1]", col), "bold cyan"), (" │ ", "dim"), ("[2]", "bold cyan")])
-        for a, b in zip_longest(left, right, fillvalue=""):
-            body.append([(_pad(" " + a, col), ""), (" │ ", "dim"), (b, "")])
-    else:
-        for position, answer in enumerate(answers, 1):
-            if position > 1:
-                body.append([("", "")])
-            body.append([(f" [{position}]", "bold cyan")])
-            body += [[(" " + s, "")] for s in conversation_lines(answer, inner, len(answer) > 1)]
-    return body
-
-
-def build_view(session: LabelSession, width: int, height: int) -> View:
-    """The whole screen for a terminal of ``width`` x ``height`` cells (clamps ``session.scroll``)."""
-    if width < MIN_WIDTH or height < MIN_HEIGHT:
-        text = (
-            f"terminal too small: {width}x{height}, alignkit label needs at least {MIN_WIDTH}x{MIN_HEIGHT}. "
-            "Enlarge the window (q quits)."
-        )
-        return View([[(s, "bold yellow")] for s in wrap(text, max(10, width - 1))][: max(1, height)], True)
-    body = _body(session, width)
-    body_height = height - CHROME_LINES
-    session.page = body_height
-    session.scroll = min(session.scroll, max(0, len(body) - body_height))
-    visible = body[session.scroll : session.scroll + body_height]
-    visible += [[("", "")]] * (body_height - len(visible))
-    help_text = PAIR_HELP if session.mode == "pair" else RANK_HELP
-    position = ""
-    if len(body) > body_height:
-        position = (
-            f"lines {session.scroll + 1}-{min(session.scroll + body_height, len(body))} of {len(body)} "
-        )
-    room = max(0, width - len(position) - 2)  # one space before the help, one after it
-    footer: Line = [(" " + help_text[:room].ljust(room) + " ", "dim"), (position, "dim")]
-    if session.mode == "rank" and session.current is not None:
-        last: Line = [
-            (" order> ", "bold"),
-            (session.buffer + "_", "bold"),
-            ("  " + session.message, "yellow"),
-        ]
-    else:
-        last = [(" " + session.message, "yellow")]
-    rule: Line = [("─" * width, "dim")]
-    return View([_header(session, width), rule, *visible, rule, footer, last])
-
-
 # --------------------------------------------------------------------------------------- terminal
 _ESCAPES = {"[A": "up", "[B": "down", "OA": "up", "OB": "down", "[5~": "pgup", "[6~": "pgdn"}
 
 
 class KeyReader:
-    """Single keys from a terminal in cbreak mode; the terminal is restored on exit, error or signal."""
+    """Single keys from a terminal in cbreak mode; the terminal is restored on exit, error or signal.
+
+    Ctrl-C is read like a key: SIGINT ("interrupt", one of `QUIT_KEYS`) never raises KeyboardInterrupt while
+    the reader is entered. Issue 24, the rare Ctrl-C hang, was a race between the signal and the input: the
+    old reader asked select() whether a key was waiting and then called a blocking os.read(). Ctrl-C makes
+    the kernel send SIGINT *and* flush the terminal's unread input. When that landed between select()
+    ("a byte is there") and read(2), the byte was gone, CPython's C-level handler had already taken the
+    signal (KeyboardInterrupt is raised only at the next bytecode boundary, and read(2) is one C call), so
+    nothing was left to interrupt read(2): the UI sat there until the next key. The asynchronous
+    KeyboardInterrupt could also land anywhere else: half-way through a frame, or in `LabelStore.append`
+    after the fsync but before the count, so the summary said one judgement less than the file holds.
+
+    Now (1) read(2) never waits (VMIN=0: it returns nothing when the byte select() saw was flushed, and
+    ``read`` reports no key); (2) the SIGINT handler does nothing in Python: ``signal.set_wakeup_fd`` makes
+    the C-level handler write the signal number to a pipe the moment it arrives, and select() watches that
+    pipe with the terminal, so a Ctrl-C wakes the reader at once, wherever the loop was, and the loop
+    quits from its one safe point (between keys). It works the same when SIGINT came in ignored (a job
+    started with `&` by a non-interactive shell inherits SIG_IGN). SIGWINCH goes the same way and is read
+    as "resize", so that a resize and back (120x30 -> 70x24 -> 120x30 between two polls of the size, which
+    a terminal may leave cropped) still redraws.
+    """
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.tty = os.isatty(fd)
+        self.interrupted = False
+        self._resized = False
         self._saved: Any = None
         self._handlers: dict[int, Any] = {}
+        self._wake: tuple[int, int] | None = None  # the pipe the C-level handler writes signal numbers to
+        self._old_wakeup = -1
 
     def __enter__(self) -> KeyReader:
         import termios
         import tty
 
         self._saved = termios.tcgetattr(self.fd)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            self._handlers[sig] = signal.signal(sig, _exit_on_signal)
-        # Ctrl-C quits even when SIGINT came in ignored: a job started with `&` by a non-interactive shell
-        # inherits SIG_IGN, and Python then never raises KeyboardInterrupt.
-        self._handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-        tty.setcbreak(self.fd)  # no echo, no line buffering; Ctrl-C still interrupts
+        try:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self._handlers[sig] = signal.signal(sig, _exit_on_signal)
+            self._wake = os.pipe()
+            for end in self._wake:
+                os.set_blocking(end, False)
+            self._old_wakeup = signal.set_wakeup_fd(self._wake[1], warn_on_full_buffer=False)
+            for sig in (signal.SIGINT, signal.SIGWINCH):
+                self._handlers[sig] = signal.signal(sig, _note_signal)
+            tty.setcbreak(self.fd)  # no echo, no line buffering; Ctrl-C still sends SIGINT
+            mode = termios.tcgetattr(self.fd)
+            mode[6][termios.VMIN], mode[6][termios.VTIME] = 0, 0  # read(2) returns at once (see above)
+            termios.tcsetattr(self.fd, termios.TCSANOW, mode)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -401,21 +306,69 @@ class KeyReader:
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
         for sig, handler in self._handlers.items():
             signal.signal(sig, handler)
+        self._handlers.clear()
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for end in self._wake:
+                os.close(end)
+            self._wake = None
 
     def _ready(self, timeout: float | None) -> bool:
-        return bool(select.select([self.fd], [], [], timeout)[0])
+        """A byte (or a signal, when entered) is waiting, within ``timeout`` seconds."""
+        fds = [self.fd] if self._wake is None else [self.fd, self._wake[0]]
+        return bool(select.select(fds, [], [], timeout)[0])
+
+    def _signals(self) -> None:
+        """What the wake-up pipe says: SIGINT sets ``interrupted`` (for good), SIGWINCH a pending resize."""
+        if self._wake is not None:
+            with contextlib.suppress(BlockingIOError):
+                while data := os.read(self._wake[0], 64):
+                    self.interrupted = self.interrupted or signal.SIGINT in data
+                    self._resized = self._resized or signal.SIGWINCH in data
+
+    def drop_typed_ahead(self) -> bool:
+        """Discard the keys not read yet (typed while the screen was stale); whether there were any."""
+        import termios
+
+        if not select.select([self.fd], [], [], 0)[0]:
+            return False
+        with contextlib.suppress(termios.error):
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+        return True
+
+    def _byte(self) -> bytes | None:
+        """One byte; b"" at the end of the input; None when the byte select() saw is gone (flushed)."""
+        for _ in range(2):
+            try:
+                byte = os.read(self.fd, 1)
+            except OSError as e:
+                if e.errno == errno.EIO:  # the terminal was closed
+                    return b""
+                raise
+            if byte or not self.tty:
+                return byte
+            if not select.select([self.fd], [], [], 0)[0]:
+                return None
+        return b""  # a terminal readable twice with nothing in it: hung up
 
     def read(self, timeout: float | None = None) -> str | None:
-        """The next key ("1", "enter", "up", ...), or None when ``timeout`` seconds pass without one."""
-        if not self._ready(timeout):
+        """The next key ("1", "enter", "up", "interrupt", "resize", ...), or None after ``timeout`` seconds."""
+        ready = self._ready(timeout)
+        self._signals()
+        if self.interrupted:
+            return "interrupt"
+        if self._resized:
+            self._resized = False
+            return "resize"
+        byte = self._byte() if ready else None  # None too when only the wake-up pipe was ready
+        if byte is None:
             return None
-        byte = os.read(self.fd, 1)
         if not byte:
             return "eof"
         if byte == b"\x1b":
             seq = b""
             while len(seq) < 8 and self._ready(0.03):
-                seq += os.read(self.fd, 1)
+                seq += self._byte() or b""
                 if len(seq) >= 2 and (seq[-1:].isalpha() or seq.endswith(b"~")):  # "[A", "OA", "[5~"
                     break
             return _ESCAPES.get(seq.decode("ascii", "replace"), "esc" if not seq else "unknown")
@@ -425,8 +378,14 @@ class KeyReader:
             return "backspace"
         if byte[0] >= 0x80:  # the rest of a UTF-8 character
             need = 1 if byte[0] < 0xE0 else 2 if byte[0] < 0xF0 else 3
-            byte += os.read(self.fd, need)
+            while need and self._ready(0.03):
+                more = self._byte() or b""
+                byte, need = byte + more, need - len(more)
         return byte.decode("utf-8", "replace")
+
+
+def _note_signal(signum: int, frame: Any) -> None:
+    """SIGINT or SIGWINCH while the reader is entered: nothing here; the wake-up pipe tells `KeyReader.read`."""
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
@@ -438,7 +397,7 @@ def run_label(cfg: LabelConfig) -> dict[str, Any]:
     """Label ``cfg.data`` into ``cfg.output`` interactively; returns a summary."""
     require_paths(cfg.data, cfg.output, " (or --stats LABELS.jsonl)")
     assert cfg.data and cfg.output
-    candidates = load_candidates(cfg.data, cfg.skip_invalid)
+    candidates = load_candidates(cfg.data, cfg.skip_invalid, cfg.format)
     for note in candidates.notes:
         console.warn(note)
     annotator = (cfg.annotator or default_annotator()).strip()
@@ -476,20 +435,34 @@ def _loop(session: LabelSession) -> None:
     with KeyReader(sys.stdin.fileno()) as keys, console.label_screen() as screen:
         try:
             _draw_and_read(session, keys, screen)
-        except KeyboardInterrupt:  # Ctrl-C quits like q: every confirmed judgement is already on disk
+        except KeyboardInterrupt:  # not from Ctrl-C (KeyReader reads it as a key); quit like q all the same
             session.finished = True
 
 
 def _draw_and_read(session: LabelSession, keys: KeyReader, screen: Any) -> None:
+    """Lay out, draw, read a key; a judgement counts only for answers that were on screen at this size.
+
+    After a resize the screen is laid out anew, and keys typed before the new frame was drawn are dropped
+    (they were typed looking at a stale, maybe cropped, screen).
+    """
+    resized = False
     while not session.finished:
         size = screen.size()
         view = build_view(session, *size)
-        screen.draw(view.lines)
-        key = None
+        if not screen.draw(view.lines, size):
+            continue  # resized while the view was laid out: lay it out again
+        if resized and keys.drop_typed_ahead():
+            session.message = RESIZED
+            continue  # draw again, with the message
+        resized, key = False, None
         while key is None:
             key = keys.read(timeout=0.25)
-            if key is None and screen.size() != size:
-                break  # resized: draw again
+            if key == "resize" or (key is None and screen.size() != size):
+                resized, key = True, None
+                break  # lay out and draw again
         if key is None or (view.too_small and key not in QUIT_KEYS):
+            continue  # too small: no answer is on screen, only quitting works
+        if key in DECISION_KEYS and screen.size() != size:
+            resized, session.message = True, RESIZED
             continue
         session.press(key)

@@ -156,8 +156,11 @@ class LabelStore:
             **fields,
         }
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-        _write_all(self._fd, data)
-        os.fsync(self._fd)  # durable before anyone is told it was saved
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)  # durable before anyone is told it was saved
+        except OSError as e:  # a full disk names no file: name the label file (open repairs a torn line)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         last_line = self.state.rows[-1][0] if self.state.rows else 0
         self.state.add(last_line + 1, row)
         return row

@@ -14,6 +14,9 @@ Modules:
 
 - ``reward``: reward-model losses (Bradley-Terry pairs, K-way rankings, reward centering).
 - ``ppo``: the PPO-clip policy loss and the clipped value loss.
+- ``group``: critic-free, sequence-level advantages over groups of answers (GRPO, RLOO, REINFORCE++).
+- ``policy_gradient``: the clipped token loss with asymmetric clipping, its aggregations
+  (grpo, bnpo, dr_grpo, dapo) and GRPO's k3 KL term.
 - ``advantages``: rewards to advantages (per-token KL-shaped rewards, GAE,
   running reward moments, reward clipping).
 - ``kl``: per-token KL estimators, the fixed and adaptive KL controllers, and

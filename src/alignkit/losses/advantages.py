@@ -128,12 +128,22 @@ class RunningMoments:
 
     State is kept in Python floats (float64). Under data parallelism, gather the
     scores of all processes before :meth:`update` so every process holds the same state.
+
+    :meth:`normalize` divides by the running std only once it is meaningful: at least two
+    values and a std of at least ``min_std`` (1e-4; reward-model scores are logits of order 1).
+    Before that (one score so far, or a first batch of equal scores) it leaves the scale alone.
+    TRL's former PPOTrainer divided by ``std + finfo(float32).eps`` (``trl/core.py``
+    ``RunningMoments``, ``PPOTrainer.step``) and OpenRLHF clamps a reward std at 1e-8
+    (``RewardModelTrainer.evaluate``): both multiply equal first scores by ~1e7-1e8.
     """
 
-    def __init__(self) -> None:
+    MIN_STD = 1e-4
+
+    def __init__(self, min_std: float = MIN_STD) -> None:
         self.mean = 0.0
         self.m2 = 0.0
         self.count = 0
+        self.min_std = min_std
 
     def update(self, x: Tensor) -> None:
         """Fold every element of ``x`` (any shape) into the running statistics."""
@@ -158,10 +168,16 @@ class RunningMoments:
     def std(self) -> float:
         return math.sqrt(self.var)
 
-    def normalize(self, x: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
-        """``(x - mean) / (std + eps)``, or ``x / (std + eps)`` when not ``shift_mean``."""
+    @property
+    def scale(self) -> float:
+        """What :meth:`normalize` divides by: the std once meaningful (see the class doc), else 1."""
+        std = self.std
+        return std if self.count > 1 and std >= self.min_std else 1.0
+
+    def normalize(self, x: Tensor, shift_mean: bool = True) -> Tensor:
+        """``(x - mean) / scale``, or ``x / scale`` when not ``shift_mean`` (:attr:`scale`: std, or 1)."""
         centred = x - self.mean if shift_mean else x
-        return centred / (self.std + eps)
+        return centred / self.scale
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "m2": self.m2, "count": self.count}

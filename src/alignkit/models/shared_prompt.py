@@ -6,7 +6,8 @@ it has in its own sequence, and a block attention mask lets a token see only the
 the earlier tokens of its own sequence, so each sequence's hidden states equal those of a separate
 forward pass (up to float rounding), at the cost of the prompt once instead of K times. This is prefix
 sharing for preference tuning (Wang & Hegde 2024, arXiv:2410.20305), here for K >= 2 answers; reward
-models (`trainers.rm`) and DPO (`trainers.dpo_shared`) use it.
+models (`rewards.comparisons`, `rewards.model`: training, evaluation, best-of-n scoring) and DPO
+(`trainers.dpo_shared_prompt`) use it.
 
 Layout of R packed rows of width T (right-padded):
 

@@ -26,6 +26,8 @@ def show_sample(summary: dict[str, Any]) -> None:
         ("tokens/s", summary["tokens_per_s"]),
         ("truncated prompts", summary["truncated_prompts"]),
         ("unfinished answers", summary["unfinished_fraction"]),
+        ("KV cache budget (GB)", summary.get("memory_budget_gb") or "none"),
+        ("rows in flight (most)", summary.get("max_rows_in_flight")),
         ("output", summary["output"]),
     ]
     items += [(f"exported {k}", summary[k]) for k in ("pairs", "sft") if k in summary]

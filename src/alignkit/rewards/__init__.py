@@ -8,4 +8,7 @@
   `RewardSet` and `load_reward_set`, and the parsing of ``NAME=DIR`` specs.
 - `encoding`: text and token encoding shared by the others: chat-template rendering,
   re-tokenising for a reward model on another tokenizer, tokenizer fingerprints, padding.
+- `functions`: Python reward functions with TRL's signature (``FILE.py:NAME`` / ``MODULE:NAME``),
+  their result checks, record columns as keywords, and their `RewardSet` member.
+- `verifiers`: built-in rule rewards chosen by name (``math``, ``length``); docs/rewards.md.
 """

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -134,7 +134,21 @@ class RewardSet:
         return [m.name for m in self.members]
 
     def combine_scores(self, per_model: dict[str, Tensor]) -> Tensor:
-        """Per-model scores {name: (B,)} → combined (B,), by the set's rule."""
+        """Per-model scores {name: (B,)} → combined (B,), by the set's rule.
+
+        A NaN from a member that may abstain (a reward function's None: ``scorer.abstains``)
+        makes that row's combined score NaN ("no reward") under every rule; reward models
+        do not abstain and combine exactly as before.
+        """
+        combined = self._combine_rule(per_model)
+        abstained = [
+            per_model[m.name].float().isnan() for m in self.members if getattr(m.scorer, "abstains", False)
+        ]
+        if abstained:
+            combined = combined.masked_fill(torch.stack(abstained).any(0), math.nan)
+        return combined
+
+    def _combine_rule(self, per_model: dict[str, Tensor]) -> Tensor:
         weighted = {m.name: m.weight * per_model[m.name].float() for m in self.members}
         if self.combine == "sum":
             return torch.stack(list(weighted.values())).sum(0)
@@ -156,6 +170,7 @@ class RewardSet:
         batch: TokenBatch | None = None,
         finished: Sequence[bool] | None = None,
         groups: Sequence[int] | None = None,
+        columns: Mapping[str, Any] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Score responses with every member and combine.
 
@@ -165,10 +180,15 @@ class RewardSet:
             batch: the same rows as token ids in the caller's tokenizer, rendered as
                 :func:`encode_conversations` would (finished rows end with EOS + the
                 :func:`template_suffix_ids`); members with an identical tokenizer (same
-                :func:`tokenizer_fingerprint`) score these ids, the others re-tokenise the text.
+                :func:`tokenizer_fingerprint`) that has a chat template score these ids, the others
+                re-tokenise the text (a tokenizer without a template: the sampler's ids lack the blank
+                line `render_conversation` puts between prompt and answer).
             finished: B flags, False for responses cut at the length limit (default: all True).
             groups: B group ids; rows with the same id answer the same prompt (best-of-n candidates).
                 Members that can (`ModelScorer.score_groups`) then forward each group's prompt once.
+            columns: keyword arguments for reward functions (members with ``scorer.takes_columns``,
+                `alignkit.rewards.functions.RewardFunctionScorer`): the prompt records' columns as
+                B-long lists (`record_columns`), ``completion_ids``, ``trainer_state``.
 
         Returns:
             combined: (B,) float32; per_model: {name: (B,) float32}, raw (unweighted) scores.
@@ -179,15 +199,26 @@ class RewardSet:
         batch_fp = tokenizer_fingerprint(batch.tokenizer) if batch is not None else None
         for member in self.members:
             per_model[member.name] = self._score_member(
-                member, prompts, responses, batch, batch_fp, finished, groups
+                member, prompts, responses, batch, batch_fp, finished, groups, columns
             )
         return self.combine_scores(per_model), per_model
 
-    def _score_member(self, member, prompts, responses, batch, batch_fp, finished, groups) -> Tensor:
+    def _score_member(
+        self, member, prompts, responses, batch, batch_fp, finished, groups, columns=None
+    ) -> Tensor:
         scorer = member.scorer
         if hasattr(scorer, "score_text"):
-            return scorer.score_text(list(map(as_conversation, prompts)), list(responses))
-        same = batch is not None and tokenizer_fingerprint(scorer.tokenizer) == batch_fp
+            texts = list(map(as_conversation, prompts)), list(responses)
+            if getattr(scorer, "takes_columns", False):
+                return scorer.score_text(*texts, columns=columns)
+            return scorer.score_text(*texts)
+        # Without a chat template the sampler's ids join prompt and answer with nothing between them, but
+        # `alignkit rm` trained on prompt + blank line + answer + EOS (`render_conversation`): re-render.
+        same = (
+            batch is not None
+            and tokenizer_fingerprint(scorer.tokenizer) == batch_fp
+            and bool(getattr(scorer.tokenizer, "chat_template", None))
+        )
         if same:
             ids, mask = batch.input_ids, batch.attention_mask
         else:
@@ -272,6 +303,7 @@ def load_reward_set(
     forward_batch_size: int = 16,
     gate_option: str = "--reward-gate",
     device: str | torch.device | None = None,
+    functions: Sequence[RewardMember] = (),
 ) -> RewardSet:
     """Load reward models (``NAME=DIR`` or ``DIR`` each) into a `RewardSet`.
 
@@ -282,6 +314,8 @@ def load_reward_set(
     on its own. ``gate`` is ``NAME:THRESHOLD`` for ``combine="gate"``; ``gate_option`` is the flag that gave
     it, named in `parse_gate`'s errors. ``device``: where the models that load on their own go (None: the
     CPU; commands pass `models.device.default_device`); adapters on ``shared_model`` live on its device.
+    ``functions``: reward functions and verifiers (`alignkit.rewards.functions.function_member`, their own
+    weights), members after the models; the gate may name one.
     """
     from alignkit.models.device import resolve_precision
     from alignkit.models.heads import load_head
@@ -291,19 +325,19 @@ def load_reward_set(
         DEFAULT_MAX_LENGTH,
         KIND,
         RewardModel,
+        check_reward_model,
         load_reward_model,
-        reward_model_dir,
     )
 
     if weights and len(weights) != len(specs):
         raise ConfigError(f"{len(weights)} reward weights for {len(specs)} reward models: give one per model")
     parsed = [parse_reward_spec(s) for s in specs]
     names = unique_names([n for n, _ in parsed])
+    folders = [check_reward_model(path) for _, path in parsed]  # every one, before any model loads
     members = []
     shared_count = 0
-    for index, (name, (_, path)) in enumerate(zip(names, parsed, strict=True)):
-        folder = reward_model_dir(path)
-        meta = read_model_meta(folder) if folder.is_dir() else {}
+    for index, (name, (_, path), folder) in enumerate(zip(names, parsed, folders, strict=True)):
+        meta = read_model_meta(folder)
         share = (
             shared_model is not None
             and shared_base is not None
@@ -327,7 +361,8 @@ def load_reward_set(
             rm = load_reward_model(path, dtype=dtype, device=device)
         weight = float(weights[index]) if weights else 1.0
         members.append(RewardMember(name, ModelScorer(rm, shared=share), weight, rm.max_length))
-    gate_spec = parse_gate(gate, names, gate_option) if gate is not None else None
+    members += functions
+    gate_spec = parse_gate(gate, [m.name for m in members], gate_option) if gate is not None else None
     return RewardSet(members, combine, gate_spec, gate_penalty, forward_batch_size)
 
 

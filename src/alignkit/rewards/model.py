@@ -290,12 +290,51 @@ def reward_model_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
-def _is_sequence_classifier(folder: Path) -> bool:
+def _architectures(folder: Path) -> list[str]:
+    """The ``architectures`` of ``folder/config.json`` ([] without a readable one)."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return False
-    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+        return []
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    return [str(a) for a in archs] if isinstance(archs, list) else []
+
+
+def _is_sequence_classifier(folder: Path) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in _architectures(folder))
+
+
+def check_reward_model(path: str | os.PathLike) -> Path:
+    """The folder holding the reward model ``path`` names; a one-line `ModelError` if it holds none.
+
+    A reward model is an `alignkit rm` run (``reward_model/`` with ``alignkit_model.json`` of kind
+    "reward") or a sequence classifier; anything else (an empty folder, a causal LM without a head,
+    a dpo/sft/ppo run) is refused here, from its metadata, before a tokenizer or weights are loaded.
+    """
+    from alignkit.models.registry import read_model_meta
+
+    folder = reward_model_dir(path)
+    if not folder.is_dir():
+        raise ModelError(f"{path}: no such reward model directory")
+    meta = read_model_meta(folder)
+    if _is_sequence_classifier(folder) or meta.get("kind") == KIND:
+        return folder
+    if meta.get("trainer"):
+        what = f"an `alignkit {meta['trainer']}` run of kind {meta.get('kind')!r}"
+    elif meta.get("kind"):
+        what = f"alignkit_model.json says kind {meta['kind']!r}"
+    elif (folder / "adapter_config.json").is_file():
+        what = "a LoRA adapter without a reward head"
+    elif _architectures(folder):
+        what = f"a {', '.join(_architectures(folder))} checkpoint, without a reward head"
+    elif (folder / "config.json").is_file():
+        what = "its config.json names no model architecture"
+    else:
+        what = "no model in it"
+    raise ModelError(
+        f"{path}: not a reward model ({what}): pass an `alignkit rm` run dir (reward_model/ with "
+        "alignkit_model.json of kind 'reward') or an AutoModelForSequenceClassification checkpoint"
+    )
 
 
 def load_reward_model(
@@ -319,9 +358,7 @@ def load_reward_model(
     from alignkit.models.lora import load_adapter
     from alignkit.models.registry import load_model, load_tokenizer, read_model_meta
 
-    folder = reward_model_dir(path)
-    if not folder.is_dir():
-        raise ModelError(f"{path}: no such reward model directory")
+    folder = check_reward_model(path)  # before the tokenizer: a wrong folder gets one line, not its errors
     meta = read_model_meta(folder)
     lora = bool(meta.get("adapter"))
     if base_model is not None:
@@ -362,11 +399,8 @@ def load_reward_model(
             model = load_model(str(folder), dtype=precision.frozen_dtype, device=device, tokenizer=tokenizer)
             adapter = None
         head = load_head(folder, KIND, hidden_size=model.config.hidden_size).to(device)
-    else:
-        raise ModelError(
-            f"{folder}: not a reward model: expected an `alignkit rm` run dir (reward_model/ with "
-            f"alignkit_model.json of kind 'reward') or an AutoModelForSequenceClassification checkpoint"
-        )
+    else:  # unreachable: check_reward_model refused it
+        raise ModelError(f"{folder}: not a reward model")
     if base_model is None:  # a shared base keeps its owner's mode and trainable flags
         model.eval()
         model.requires_grad_(False)

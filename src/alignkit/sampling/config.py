@@ -19,6 +19,8 @@ class SampleConfig:
 
     prompts: str | None = None
     """Prompts: any file, `datasets` folder or hub name the loaders read (preference or SFT data give their prompts)."""
+    format: str | None = None
+    """Read --prompts as this format instead of detecting it, e.g. trl-prompt, prompt-string, trl-preference, hh-rlhf (an unknown name lists them all)."""
     model: str | None = None
     """Model to sample from: the embedded default `smollm2-135m-instruct`, a checkpoint dir or a hub id. With --policy: the base its adapter goes on (default: the base recorded in the run)."""
     policy: str | None = None
@@ -54,7 +56,9 @@ class SampleConfig:
     seed: int = 0
     """Seed of the sampling randomness (the same seed gives the same samples)."""
     batch_size: int = 128
-    """Sequences (prompt x sample rows) decoded at once; larger is faster until memory runs out."""
+    """Sequences (prompt x sample rows) decoded at once; larger is faster until memory runs out (--memory-budget-gb may lower it)."""
+    memory_budget_gb: float | None = None
+    """Most GB the KV cache may take: fewer rows are decoded at once when rows x layers x 2 x kv_heads x head_size x dtype bytes x (longest prompt + --max-new-tokens) would not fit; the samples stay the same. Default: half the memory available when sampling starts (free GPU memory, or available RAM on a CPU); 0: no budget."""
     score_batch_size: int = 16
     """Candidates per reward-model forward pass."""
     max_prompt_tokens: int | None = None
@@ -133,6 +137,10 @@ class SampleConfig:
             )
         need(self.score_batch_size >= 1, f"--score-batch-size must be >= 1, got {self.score_batch_size}")
         need(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")
+        need(
+            self.memory_budget_gb is None or self.memory_budget_gb >= 0,
+            f"--memory-budget-gb must be >= 0 (0: no budget), got {self.memory_budget_gb}",
+        )
         resolve_dtype(self.dtype)  # ConfigError for an unknown name
         self.sampling_settings().validated()
 
@@ -148,6 +156,7 @@ class SampleConfig:
             n=self.samples_per_prompt,
             seed=self.seed,
             batch_size=self.batch_size,
+            memory_budget_gb=self.memory_budget_gb,
             max_prompt_tokens=self.max_prompt_tokens,
             compile=self.compile,
             share_prompts=None if self.share_prompts else False,

@@ -143,6 +143,7 @@ class Decoder:
             prefill_tokens=0,
             row_steps=0,
             peak_kv_bytes=0,
+            max_rows=0,
             shared_prompts=share_prompts,
         )
 
@@ -297,6 +298,7 @@ class Decoder:
         if units:
             self._prefill(units, first_row=int(keep.numel()))
         self.stats["peak_kv_bytes"] = max(self.stats["peak_kv_bytes"], self.cache.nbytes())
+        self.stats["max_rows"] = max(self.stats["max_rows"], self.cache.rows)
 
     def _prefill(self, units: list[tuple[int, int, int]], first_row: int) -> None:
         """Run the prompts of ``units`` through the model into their rows of the cache; pick first tokens."""

@@ -3,7 +3,8 @@
 How it works (one ``generate`` call):
 
 1. Prompts become token ids (`prompts.encode_prompts`; too long → cut from the left and counted).
-2. Work is (prompt, sample) rows. Up to ``batch_size`` rows are decoded together in a `SlabCache`. A prompt is
+2. Work is (prompt, sample) rows. Up to ``batch_size`` rows are decoded together in a `SlabCache`, fewer when
+   their KV cache would not fit ``memory_budget_gb`` (`alignkit.sampling.memory`). A prompt is
    prefilled *once* and its keys/values copied into its n sample rows (n-fold less prefill than expanding the
    input, which is what ``generate(num_return_sequences=n)`` does). Only the last position goes through the
    LM head (``logits_to_keep`` = that position), in prefill and in decode.
@@ -71,7 +72,12 @@ class SamplingSettings:
     batch_size: int = 128
     """Most sequences (prompt x sample rows) decoded at once. Larger is faster per token until memory runs
     out; the KV cache takes 2 x layers x kv_heads x head_dim x bytes per token per row (23 KB for SmolLM2
-    in bf16)."""
+    in bf16). ``memory_budget_gb`` may lower it."""
+    memory_budget_gb: float | None = None
+    """Most GB (1e9 bytes) the KV cache may take: the rows in flight are capped so that rows x layers x 2 x
+    kv_heads x head_size x dtype bytes x (longest prompt + max_new_tokens) fits (`sampling.memory`), and
+    the work runs in more waves; the samples do not change. None: half the memory available when sampling
+    starts (free GPU memory, or available RAM for a model on a CPU); 0: no budget (batch_size alone)."""
     max_prompt_tokens: int | None = None
     """Prompts longer than this lose tokens from the left (counted in the result). None: the model's
     context length minus max_new_tokens."""
@@ -103,6 +109,11 @@ class SamplingSettings:
         need(int(self.top_k) >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
         need(int(self.n) >= 1, f"n (samples per prompt) must be >= 1, got {self.n}")
         need(int(self.batch_size) >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(
+            self.memory_budget_gb is None
+            or (math.isfinite(self.memory_budget_gb) and self.memory_budget_gb >= 0),
+            f"memory_budget_gb must be >= 0 (0 = no budget) or None, got {self.memory_budget_gb}",
+        )
         need(
             self.max_prompt_tokens is None or int(self.max_prompt_tokens) >= 1,
             f"max_prompt_tokens must be >= 1 or None, got {self.max_prompt_tokens}",
@@ -201,6 +212,25 @@ def _sharing_pays(model: nn.Module, s: SamplingSettings, compute_dtype: torch.dt
     )
 
 
+def _rows_in_flight(
+    model: nn.Module,
+    config: Any,
+    s: SamplingSettings,
+    token_ids: list[list[int]],
+    compute_dtype: torch.dtype | None,
+) -> tuple[int, float | None]:
+    """(rows decoded at once, the budget in bytes or None): ``batch_size``, capped so that the KV cache of
+    that many rows of the longest prompt + ``max_new_tokens`` fits the memory budget (`sampling.memory`)."""
+    from alignkit.sampling import memory
+
+    weights = next(model.parameters())
+    budget = memory.budget_bytes(s.memory_budget_gb, weights.device)
+    longest = max((len(ids) for ids in token_ids), default=0)
+    dtype_bytes = torch.empty((), dtype=compute_dtype or weights.dtype).element_size()
+    row_bytes = memory.kv_bytes_per_row(config, dtype_bytes, longest + int(s.max_new_tokens))
+    return memory.rows_in_budget(budget, row_bytes, int(s.batch_size)), budget
+
+
 # ------------------------------------------------------------------------------------------ public API
 
 
@@ -220,7 +250,9 @@ def generate(
 
     ``batch.stats``: ``prefill_s``, ``decode_s``, ``total_s``, ``new_tokens`` (real response tokens),
     ``tokens_per_s``, ``steps`` (decode forwards), ``row_steps`` (rows x steps, i.e. padding included),
-    ``rebuilds``, ``prefill_tokens``, ``peak_kv_bytes``, ``shared_prompts`` (whether the cache stored each prompt once).
+    ``rebuilds``, ``prefill_tokens``, ``peak_kv_bytes``, ``shared_prompts`` (whether the cache stored each prompt once),
+    ``memory_budget_bytes`` (0: none), ``rows_limit`` (the most rows in flight: ``batch_size`` capped by the
+    budget), ``max_rows`` (the most rows that were in flight).
     """
     s = replace(settings or SamplingSettings(), **overrides).validated()
     cache_kw = _check_model(model)
@@ -235,9 +267,11 @@ def generate(
     start = time.perf_counter()
     compute_dtype = _resolve_dtype(model, s.dtype)
     share = s.share_prompts if s.share_prompts is not None else _sharing_pays(model, s, compute_dtype)
-    decoder = Decoder(model, token_ids, s, stop_ids, cache_kw, share)
+    rows, budget = _rows_in_flight(model, base_config, s, token_ids, compute_dtype)
+    decoder = Decoder(model, token_ids, replace(s, batch_size=rows), stop_ids, cache_kw, share)
+    decoder.stats.update(memory_budget_bytes=budget or 0, rows_limit=rows)
     if token_ids:
-        with _sampling_mode(model, compute_dtype, int(s.batch_size)):
+        with _sampling_mode(model, compute_dtype, rows):
             decoder.run()
     total_s = time.perf_counter() - start
 

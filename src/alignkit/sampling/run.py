@@ -174,7 +174,9 @@ def _load_prompts(cfg: SampleConfig) -> list[Any]:
     """The prompts of ``cfg.prompts`` (conversations), warning about skipped invalid records."""
     from alignkit.data.load import load_records
 
-    loaded = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid, limit=cfg.limit)
+    loaded = load_records(
+        cfg.prompts, kind="prompt", format=cfg.format, skip_invalid=cfg.skip_invalid, limit=cfg.limit
+    )
     prompts = [rec.prompt for rec in loaded.records]
     if loaded.skipped:
         console.warn(f"{len(loaded.skipped)} invalid prompt records skipped (first: {loaded.skipped[0][0]})")
@@ -195,7 +197,9 @@ def _sample_all(
     from alignkit.sampling.generate import generate
 
     n = settings.n
-    totals: dict[str, Any] = dict(new_tokens=0, generate_s=0.0, score_s=0.0, truncated=0, unfinished=0)
+    totals: dict[str, Any] = dict(
+        new_tokens=0, generate_s=0.0, score_s=0.0, truncated=0, unfinished=0, max_rows=0, budget=0.0
+    )
     sums: dict[str, float] = {}  # score sums: "all", "best", "<name>", "best/<name>", "passed"
     per_chunk = max(1, CHUNK_ROWS // n)
     with console.progress("sampling", total=len(prompts), unit="prompt") as bar:
@@ -207,6 +211,8 @@ def _sample_all(
             totals["generate_s"] += float(batch.stats["total_s"])
             totals["truncated"] += batch.truncated_prompts
             totals["unfinished"] += sum(not g.finished for g in batch)
+            totals["max_rows"] = max(totals["max_rows"], int(batch.stats["max_rows"]))
+            totals["budget"] = max(totals["budget"], float(batch.stats["memory_budget_bytes"]))
             groups = batch.by_prompt()
             lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
             if rewards is not None:
@@ -273,6 +279,8 @@ def _summary(reranking: bool, n: int, prompts: int, totals: dict[str, Any], outp
         "generate_s": totals["generate_s"],
         "truncated_prompts": totals["truncated"],
         "unfinished_fraction": totals["unfinished"] / candidates,
+        "memory_budget_gb": totals["budget"] / 1e9,
+        "max_rows_in_flight": totals["max_rows"],
         "output": str(output),
     }
 

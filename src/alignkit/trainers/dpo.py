@@ -11,7 +11,7 @@ where ``beta * (log pi - log pi_ref)`` is the implicit reward (sec. 5). TRL comp
   from a ``peft_config`` and ``ref_model`` is None: `DPOTrainer._compute_loss` runs the policy under
   ``use_adapter(model, None)``), so there is one copy of the model in memory; without LoRA a frozen copy
   (or ``--ref-model``, whose tokenizer must match);
-- each pair's prompt is forwarded once and the LM head runs on answer tokens only (`dpo_shared`,
+- each pair's prompt is forwarded once and the LM head runs on answer tokens only (`dpo_shared_prompt`,
   ``--share-prompt``, default on): the log-probs TRL's loss reads are unchanged, the work is smaller;
 - held-out evaluation (`evaluate_pairs`): per pair, implicit rewards from sequence log-probs summed over
   the answer tokens; accuracy counts ties as half; the KL estimate is the mean over held-out chosen answers
@@ -74,7 +74,11 @@ KL_NEW_TOKENS = 64
 
 
 def _sampled_kl(model: Any, setup: Any, cfg: DPOConfig) -> dict[str, Any]:
-    """KL(policy || reference) on held-out prompts, from the policy's own samples (`evaluation.policy`)."""
+    """KL(policy || reference) on held-out prompts, from the policy's own samples (`evaluation.policy`).
+
+    The reference is the one TRL trains against (as in `evaluate_pairs`): ``--ref-model``; the frozen copy
+    "ref" of the starting adapter when ``--model`` is an adapter run; else the base with the adapter off.
+    """
     import contextlib
 
     from alignkit.evaluation.policy import sampled_kl
@@ -83,6 +87,8 @@ def _sampled_kl(model: Any, setup: Any, cfg: DPOConfig) -> dict[str, Any]:
     prompts = list(dict.fromkeys(r.prompt for r in setup.eval))[:KL_PROMPTS]
     if setup.ref_model is not None:
         reference = lambda: contextlib.nullcontext(setup.ref_model)  # noqa: E731
+    elif "ref" in getattr(model, "peft_config", {}):  # continuing an adapter: TRL's frozen copy of it
+        reference = lambda: lora.use_adapter(model, "ref")  # noqa: E731
     elif lora.adapter_names(model):
         reference = lambda: lora.reference(model)  # noqa: E731
     else:  # precomputed reference log-probs without LoRA: no reference model is kept
@@ -189,7 +195,7 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
     result = train(trainer, callback, run, cfg, COMMAND)
     final = held_out(result.steps) if setup.eval else {"eval_pairs": 0}
     if setup.eval and setup.procs.main:
-        final.update(_sampled_kl(trainer.model, setup, cfg))
+        final.update(_sampled_kl(trainer.accelerator.unwrap_model(trainer.model), setup, cfg))
         run.log(
             result.steps,
             {"eval/kl_ref": final["eval_kl_ref"], "eval/kl_ref_stderr": final["eval_kl_ref_stderr"]},

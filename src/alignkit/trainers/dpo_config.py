@@ -77,6 +77,10 @@ DPO_LOSSES: dict[str, tuple[str, str]] = {
 }
 
 
+# The loss types whose TRL 1.16 formula reads `label_smoothing` (DPOTrainer's loss: robust, exo_pair, aot,
+# aot_unpaired); every other loss, sigmoid included, ignores it, so `DPOConfig.validate` refuses it there.
+LABEL_SMOOTHING_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
+
 LOSS_HELP_HEAD = "Loss type, or several joined by commas (e.g. sigmoid,sft)."
 
 
@@ -152,7 +156,7 @@ class DPOConfig(TrainConfig, CpuAttentionOption):
     grad_accum: int = 8
     """Micro-batches accumulated per optimizer step (effective batch = batch_size x grad_accum x processes)."""
     label_smoothing: float = 0.0
-    """Probability that a preference label is wrong (robust, aot) or EXO's epsilon (exo_pair needs > 0)."""
+    """Probability that a preference label is wrong (robust, aot, aot_unpaired) or EXO's epsilon (exo_pair needs > 0). Only these losses use it: with any other --loss a non-zero value is an error."""
     loss_weights: list[float] | None = None
     """Weights of the losses in a combination like --loss sigmoid,sft (default: 1 each)."""
     share_prompt: bool = True
@@ -179,6 +183,11 @@ class DPOConfig(TrainConfig, CpuAttentionOption):
             raise ConfigError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if "exo_pair" in names and self.label_smoothing == 0:
             raise ConfigError("--loss exo_pair needs --label-smoothing > 0 (the EXO paper uses 1e-3)")
+        if self.label_smoothing != 0 and not set(names) & set(LABEL_SMOOTHING_LOSSES):
+            raise ConfigError(
+                f"--label-smoothing {self.label_smoothing} has no effect on --loss {self.loss}: TRL uses it only "
+                f"in {', '.join(LABEL_SMOOTHING_LOSSES)}; drop --label-smoothing or add one of these losses"
+            )
         if self.loss_weights is not None and len(self.loss_weights) != len(names):
             raise ConfigError(
                 f"--loss-weights needs one weight per loss ({len(names)}), got {len(self.loss_weights)}"

@@ -62,12 +62,12 @@ def load_comparisons(cfg: RMConfig) -> tuple[list[Record], list[Record], dict[st
         raise ConfigError(
             "--data is required: a preference file (e.g. prefs.jsonl), a `datasets` folder or a hub name"
         )
-    loaded = load_records(cfg.data, skip_invalid=cfg.skip_invalid)
+    loaded = load_records(cfg.data, format=cfg.format, skip_invalid=cfg.skip_invalid)
     check_trainable_kind(loaded.kind, cfg.data)
     train, evals = loaded.records, []
     skipped = list(loaded.skipped)
     if cfg.eval_data:
-        ev = load_records(cfg.eval_data, skip_invalid=cfg.skip_invalid)
+        ev = load_records(cfg.eval_data, skip_invalid=cfg.skip_invalid, fallback_format=cfg.format)
         check_trainable_kind(ev.kind, cfg.eval_data)
         evals = ev.records
         skipped += ev.skipped
@@ -336,15 +336,16 @@ def _start_training(
 def _resume(t: _Training) -> None:
     """--resume: weights, optimizer, schedule, data position and counters from the run's last checkpoint."""
     t.last_checkpoint = t.run.latest_checkpoint()
-    if t.last_checkpoint is None:
-        console.warn(f"{t.run.path}: no checkpoint yet; starting from step 0")
+    if t.last_checkpoint is None:  # killed before the first checkpoint: start over, without its rows
+        if t.main:
+            t.run.rewind_metrics(None)
         return
     state = checkpoints.load_checkpoint(t.last_checkpoint, t.params, t.optimizer, t.scheduler)
     t.step = int(state["step"])
     t.cursor = loop.BatchCursor(**state["cursor"])
     t.counters.update(state.get("counters", {}))
     if t.main:
-        t.run.truncate_metrics(t.step)
+        t.run.rewind_metrics(t.step)
     console.info(f"resumed from {t.last_checkpoint} (step {t.step} of {t.total_steps})")
 
 

@@ -12,8 +12,9 @@ Failures:
   then `JudgeEndpointError` (exit status 1);
 * 401/403 (the key), 404 (the URL or model), other 4xx (the request): `UserError` at once (exit status 2).
 
-The key comes from ``ALIGNKIT_JUDGE_API_KEY`` and is only ever put in the Authorization header: it is not
-stored in the config, and any error text that might echo it is redacted.
+The key comes from ``ALIGNKIT_JUDGE_API_KEY``, else ``OPENAI_API_KEY`` (the variable every OpenAI-compatible
+client reads); one info line names the variable used (never the value). It is only ever put in the
+Authorization header: it is not stored in the config, and any error text that might echo it is redacted.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
+from alignkit import console
 from alignkit.errors import ConfigError, UserError
 from alignkit.feedback.judges.base import JudgeEndpointError, JudgeInput, Verdict, verdict_from_logps
 from alignkit.feedback.templates import Template
 
 API_KEY_ENV = "ALIGNKIT_JUDGE_API_KEY"
+API_KEY_ENVS = (API_KEY_ENV, "OPENAI_API_KEY")  # first one set wins
 MAX_WAIT_S = 60.0
 SNIPPET = 200
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -56,6 +59,15 @@ def endpoint_url(base: str) -> str:
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return parsed._replace(path=path, params="", query=parsed.query, fragment="").geturl()
+
+
+def api_key_from_env() -> tuple[str | None, str | None]:
+    """(key, the variable it came from): the first non-empty of `API_KEY_ENVS`, else (None, None)."""
+    for name in API_KEY_ENVS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value, name
+    return None, None
 
 
 class RateLimiter:
@@ -165,7 +177,17 @@ class HttpJudge:
         self.name, self.model, self.template, self.choices = model, model, template, choices
         self.timeout, self.retries, self.retry_wait, self.workers = timeout, retries, retry_wait, workers
         self.max_tokens, self.logprobs = max_tokens, logprobs
-        self._key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self._key_source = "the caller" if api_key is not None else None
+        self._key = api_key or None
+        if api_key is None:
+            self._key, self._key_source = api_key_from_env()
+            if self._key_source:  # the name only: the value is never printed or logged
+                console.info(f"judge endpoint: API key from {self._key_source}")
+            else:
+                console.info(
+                    f"judge endpoint: no API key ({' or '.join(API_KEY_ENVS)} not set); requests carry no "
+                    "Authorization header"
+                )
         self.limiter = RateLimiter(rate)
         handlers: list[Any] = []
         if urlparse(self.endpoint).hostname in _LOOPBACK:
@@ -239,9 +261,13 @@ class HttpJudge:
                         problem = self._redact(str(e))
                 elif status in (401, 403):
                     raise UserError(
-                        f"the judge endpoint {self.endpoint} refused the request (HTTP {status}): set the key in "
-                        f"{API_KEY_ENV} ({'it is not set' if not self._key else 'the one set was not accepted'}); "
-                        f"server said: {self._snippet(data)}"
+                        f"the judge endpoint {self.endpoint} refused the request (HTTP {status}): "
+                        + (
+                            f"the key from {self._key_source} was not accepted"
+                            if self._key
+                            else f"no key is set: set {API_KEY_ENV} (or OPENAI_API_KEY)"
+                        )
+                        + f"; server said: {self._snippet(data)}"
                     )
                 elif status == 404:
                     raise UserError(

@@ -87,7 +87,7 @@ class PPOConfig(TrainConfig):
     whiten_rewards: bool = False
     """Scale per-token rewards by their std over the rollout (without shifting the mean)."""
     score_norm: str = "none"
-    """Normalise reward-model scores with running statistics: none, scale (divide by std) or whiten."""
+    """Normalise reward-model scores with running statistics: none, scale (divide by std) or whiten (std used once >= 1e-4)."""
     score_clip: float | None = None
     """Clip the (normalised) score to [-c, c] (unset: no clipping)."""
     target_approx_kl: float = 0.0

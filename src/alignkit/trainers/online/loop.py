@@ -143,7 +143,7 @@ def setup(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
     dist.barrier()
     if run is None:  # other processes open the directory rank 0 created
         run = Run(Path(cfg.output)) if cfg.output else None
-    train_prompts, eval_prompts = _load_prompts(cfg)
+    train_prompts, eval_prompts = _load_prompts(cfg, dist.is_main)
     models, reward_set = _load_models(cfg, algorithm, dist)
     suffix = template_suffix_ids(models.tokenizer)
     gold = _gold_scorer(cfg)
@@ -194,21 +194,38 @@ def _load_models(cfg: PPOConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tupl
     return models, reward_set
 
 
-def _load_prompts(cfg: PPOConfig) -> tuple[list[Any], list[Any]]:
-    """(train prompts, eval prompts) as Conversations."""
+def _load_prompts(cfg: PPOConfig, main: bool = True) -> tuple[list[Any], list[Any]]:
+    """(train prompts, eval prompts) as Conversations; the main process says when a file holds more than prompts."""
     from alignkit.data.load import load_records, split_records
 
     if not cfg.prompts:
         raise UserError(
             "no prompts: pass --prompts FILE (one prompt per record; any format `data inspect` reads)"
         )
-    train = load_records(cfg.prompts, kind="prompt", skip_invalid=cfg.skip_invalid).records
+    loaded = load_records(cfg.prompts, kind="prompt", format=cfg.format, skip_invalid=cfg.skip_invalid)
+    if main:
+        _say_prompts_of(loaded)
+    train = loaded.records
     evals: list[Any] = []
     if cfg.eval_data:
-        evals = load_records(cfg.eval_data, kind="prompt", skip_invalid=cfg.skip_invalid).records
+        loaded = load_records(
+            cfg.eval_data, kind="prompt", skip_invalid=cfg.skip_invalid, fallback_format=cfg.format
+        )
+        if main:
+            _say_prompts_of(loaded)
+        evals = loaded.records
     elif cfg.eval_split > 0:
         train, evals = split_records(train, cfg.eval_split, cfg.seed)
     return [r.prompt for r in train], [r.prompt for r in evals]
+
+
+def _say_prompts_of(loaded: Any) -> None:
+    """One info line when a prompt file holds more than prompts (pairs, SFT data): only their prompts are used."""
+    if loaded.source_kind != "prompt":
+        console.info(
+            f"{loaded.path} holds {loaded.source_kind} data (format {loaded.format}): using its "
+            f"{len(loaded.records)} prompts; the answers in it are not used"
+        )
 
 
 def _gold_scorer(cfg: PPOConfig):
@@ -268,10 +285,10 @@ def resume(state: OnlineLoop) -> None:
         state.warnings_seen = list(saved.get("warnings", []))
         state.eval_rows = list(saved.get("eval_rows", []))
         if state.dist.is_main:
-            run.truncate_metrics(state.step)
+            run.rewind_metrics(state.step)
             console.info(f"resumed from {checkpoint} at step {state.step}")
-    elif cfg.resume and state.dist.is_main:
-        console.info("--resume: no checkpoint yet, starting from step 0")
+    elif cfg.resume and run is not None and state.dist.is_main:
+        run.rewind_metrics(None)  # killed before the first checkpoint: start over, without its rows
 
 
 def save(state: OnlineLoop, at: int) -> Path | None:

@@ -45,15 +45,23 @@ class DataStats:
         }
 
 
-def load_records_for(path: str, kind: str, skip_invalid: bool, stats: DataStats) -> list[Record]:
+def load_records_for(
+    path: str,
+    kind: str,
+    skip_invalid: bool,
+    stats: DataStats,
+    format: str | None = None,
+    fallback_format: str | None = None,
+) -> list[Record]:
     """Records of ``kind`` from ``path``; pairs with chosen == rejected are skipped and counted, always.
 
     Such a pair carries no preference signal (the loader calls it invalid). Every other invalid record
-    stops the run with its FILE:LINE unless ``--skip-invalid``.
+    stops the run with its FILE:LINE unless ``--skip-invalid``. ``format`` forces the format (--format);
+    ``fallback_format`` is used only when detection cannot tell (--eval-data under --format).
     """
     from alignkit.data.load import load_records
 
-    result = load_records(path, kind=kind, skip_invalid=True)
+    result = load_records(path, kind=kind, format=format, skip_invalid=True, fallback_format=fallback_format)
     others = []
     for source, reason in result.skipped:
         if IDENTICAL_REASON in reason:
@@ -77,11 +85,13 @@ def load_train_eval(cfg: TrainConfig, kind: str) -> tuple[list[Record], list[Rec
 
     stats = DataStats()
     assert cfg.data is not None
-    train = load_records_for(cfg.data, kind, cfg.skip_invalid, stats)
+    train = load_records_for(cfg.data, kind, cfg.skip_invalid, stats, format=cfg.format)
     evals: list[Record] = []
     if cfg.eval_data:
         eval_stats = DataStats()
-        evals = load_records_for(cfg.eval_data, kind, cfg.skip_invalid, eval_stats)
+        evals = load_records_for(
+            cfg.eval_data, kind, cfg.skip_invalid, eval_stats, fallback_format=cfg.format
+        )
         stats.identical_skipped += eval_stats.identical_skipped
         stats.invalid_skipped += eval_stats.invalid_skipped
     elif cfg.eval_split > 0:

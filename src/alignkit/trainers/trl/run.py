@@ -118,11 +118,10 @@ def resume_checkpoint(run: Run, cfg: TrainConfig) -> Path | None:
         return None
     latest = run.latest_checkpoint()
     if latest is None:
-        console.warn(f"{run.path}: no checkpoint yet; starting from step 0")
-        run.truncate_metrics(0)
+        run.rewind_metrics(None)  # starting over: every row of the interrupted attempt goes
         return None
     step = int(CHECKPOINT_RE.match(latest.name).group(1))  # type: ignore[union-attr]
-    run.truncate_metrics(step)
+    run.rewind_metrics(step)
     console.info(f"resuming from {latest} (step {step})")
     return latest
 
