@@ -82,14 +82,14 @@ class Run:
             raise UserError(
                 f"{run.path}: already holds a run; pass --resume to continue it or choose another --output"
             )
-        run._check_writable()
+        run.check_writable()
         run.clean_leftovers()
         save_config(config, saved_path)
         if not resume or not (run.path / RUN_FILE).exists():
             atomic_write_json(run.path / RUN_FILE, {"command": command})  # what made this run (plots read it)
         return run
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         """Create the directory, write a probe file and remove it: a read-only file system, missing
         permissions or a full disk show now, before any model is loaded, not steps into training."""
         probe = self.path / f".alignkit-probe-{os.getpid()}"

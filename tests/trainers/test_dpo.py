@@ -476,3 +476,33 @@ def test_dpo_under_accelerate_launch_two_processes(tmp_path, tiny_model_dir, iso
         "rng_state_0.pth",
         "rng_state_1.pth",
     ]
+
+
+def test_read_only_output_exits_2_before_the_policy_loads(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """Guards issue 24 (unwritable outputs) for the TRL trainers: the run directory is probed before the
+    policy loads, and a read-only one is the user's error (exit 2) naming it."""
+    import builtins
+    import errno
+
+    import alignkit.trainers.trl.setup as setup_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the policy was loaded before the output was checked")
+
+    real_open = builtins.open
+
+    def read_only_probe(file, *args, **kwargs):
+        if ".alignkit-probe" in str(file):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(setup_module, "load_policy", no_model)
+    monkeypatch.setattr("alignkit.runs.open", read_only_probe, raising=False)
+    data = write_pairs(tmp_path / "p.jsonl")
+    out = tmp_path / "ro"
+    args = dpo_args(tmp_path, tiny_model_dir, data, "--max-steps", "1")
+    args[args.index("--output") + 1] = str(out)
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{out}: cannot write (Read-only file system)" in err and "internal error" not in err
