@@ -143,7 +143,8 @@ def prepare(cfg: TrainConfig, kind: str, needs_reference: bool, title: str) -> S
             "--data is required: a data file (.jsonl .json .csv .parquet), a `datasets` folder or a hub name"
         )
     procs = start_processes()
-    if procs.main and cfg.output:  # a read-only, unwritable or full --output fails now, before the model loads
+    # a read-only, unwritable or full --output fails now, before the model loads
+    if procs.main and cfg.output:
         Run(Path(cfg.output)).check_writable()
     precision = training_precision(cfg)
     train_records, eval_records, stats = load_train_eval(cfg, kind)
