@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alignkit import console
 from alignkit.cli.app import app
 from alignkit.cli.options import config_command
@@ -19,22 +21,11 @@ def models_command(cfg: ModelsConfig) -> None:
 
         alignkit models --prepare
     """
-    from alignkit.models import default
+    from alignkit.models.default import models_overview
     from alignkit.reports.models import show_models
 
-    prepared = None
-    if cfg.prepare:
-        with console.progress("preparing the embedded default model", total=None, status=False):
-            prepared = default.prepare_default(force=cfg.force)
-        console.info(f"ready: {prepared}")
-    models = default.list_models()
+    overview = models_overview(prepare=cfg.prepare, force=cfg.force)
     if cfg.json:
-        console.print_json(
-            {
-                "cache": str(default.cache_dir()),
-                "prepared": str(prepared) if prepared else None,
-                "models": models,
-            }
-        )
+        console.print_json(overview)
         return
-    show_models(default.cache_dir(), models)
+    show_models(Path(overview["cache"]), overview["models"])

@@ -324,3 +324,20 @@ def list_models() -> list[dict]:
             }
         )
     return rows
+
+
+def models_overview(prepare: bool = False, force: bool = False) -> dict:
+    """What `alignkit models` reports: the cache folder, the checkpoint prepared now (with ``prepare``: the
+    embedded default converted once, again with ``force``) and every known model (`list_models`)."""
+    from alignkit import console
+
+    prepared = None
+    if prepare:
+        with console.progress("preparing the embedded default model", total=None, status=False):
+            prepared = prepare_default(force=force)
+        console.info(f"ready: {prepared}")
+    return {
+        "cache": str(cache_dir()),
+        "prepared": str(prepared) if prepared else None,
+        "models": list_models(),
+    }
