@@ -175,10 +175,12 @@ def test_a_choice_made_across_a_resize_is_not_taken(candidates, tmp_path):
 
 
 def test_keys_typed_before_the_redraw_after_a_resize_are_dropped(candidates, tmp_path):
-    """After SIGWINCH the screen is drawn again; a choice typed before that (on the stale screen) is dropped."""
+    """After SIGWINCH the screen is drawn again; a choice typed before that (on the stale screen) is dropped
+    before the new frame is drawn, and that frame says so (a key typed after it counts: the pty test
+    `test_resizes_keep_both_answers_on_screen` presses q right after the new frame appears)."""
     s, store = _session(candidates, tmp_path / "labels.jsonl")
     screen = FakeScreen((120, 30))
     _draw_and_read(s, FakeKeys(screen, ["resize", "1", "|", "2", "q"]), screen)
     store.close()
-    assert s.saved == 1 and "the terminal was resized" in screen.frames[2][1]
+    assert s.saved == 1 and "the terminal was resized" in screen.frames[1][1]
     assert s.store.state.rows[-1][1]["choice"] == 2  # the key pressed on the new frame

@@ -448,12 +448,11 @@ def _draw_and_read(session: LabelSession, keys: KeyReader, screen: Any) -> None:
     resized = False
     while not session.finished:
         size = screen.size()
+        if resized and keys.drop_typed_ahead():  # before drawing: a key typed after the new frame counts
+            session.message = RESIZED
         view = build_view(session, *size)
         if not screen.draw(view.lines, size):
             continue  # resized while the view was laid out: lay it out again
-        if resized and keys.drop_typed_ahead():
-            session.message = RESIZED
-            continue  # draw again, with the message
         resized, key = False, None
         while key is None:
             key = keys.read(timeout=0.25)
