@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from alignkit import console
 from alignkit.errors import ModelError
 from alignkit.models.tokenizer import _check_padding_side, fix_pad_token
 
@@ -329,8 +330,6 @@ def list_models() -> list[dict]:
 def models_overview(prepare: bool = False, force: bool = False) -> dict:
     """What `alignkit models` reports: the cache folder, the checkpoint prepared now (with ``prepare``: the
     embedded default converted once, again with ``force``) and every known model (`list_models`)."""
-    from alignkit import console
-
     prepared = None
     if prepare:
         with console.progress("preparing the embedded default model", total=None, status=False):
