@@ -14,6 +14,7 @@ from alignkit.cli import (  # noqa: E402, F401, I001
     eval_policy,  # eval policy
     eval_refusals,  # eval refusals
     export,  # export (any run)
+    grpo,  # grpo, rloo
     label,  # label, judge
     models,  # models
     plot,  # plot

@@ -10,6 +10,7 @@ from alignkit.sampling.config import SampleConfig
 from alignkit.trainers.dpo_config import DPOConfig
 from alignkit.trainers.kto_config import KTOConfig
 from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.grpo_config import GRPOConfig, RLOOConfig
 from alignkit.trainers.rm_config import RMConfig
 from alignkit.trainers.sft_config import SFTConfig
 
@@ -23,6 +24,8 @@ def command_configs() -> dict[str, type]:
         "kto": KTOConfig,
         "sft": SFTConfig,
         "ppo": PPOConfig,
+        "grpo": GRPOConfig,
+        "rloo": RLOOConfig,
         "judge": JudgeConfig,
         "label": LabelConfig,
         "sample": SampleConfig,

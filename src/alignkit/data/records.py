@@ -239,7 +239,15 @@ class Record:
         raise DataError("prompt-only data has no answers to train on", self.source or None)
 
     def to_prompt(self) -> Record:
-        return Record(prompt=self.prompt, source=self.source, meta=self.meta)
+        """The prompt alone; an SFT or unpaired answer stays as the ``reference`` column (text), which
+        reward functions and verifiers read (`alignkit.rewards.functions.record_columns`)."""
+        meta = self.meta
+        if self.completion is not None and "reference" not in meta:
+            said = [m.content for m in self.completion if m.role == "assistant"] or [
+                m.content for m in self.completion
+            ]
+            meta = {**meta, "reference": "\n\n".join(said)}
+        return Record(prompt=self.prompt, source=self.source, meta=meta)
 
     def as_kind(self, kind: str) -> list[Record]:
         """Convert to ``kind`` (one of `KINDS`); raises `DataError` when impossible."""

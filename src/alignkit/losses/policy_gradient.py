@@ -38,6 +38,7 @@ __all__ = [
     "ClippedTokenLoss",
     "aggregate_token_loss",
     "clip_fractions",
+    "clipped_sequence_loss",
     "clipped_token_loss",
     "kl_loss_term",
 ]
@@ -212,3 +213,41 @@ def clip_fractions(clipped: ClippedTokenLoss, mask: Tensor) -> dict[str, Tensor]
         "clip_ratio/high_mean": masked_mean(high.to(dtype), mask),
         "clip_ratio/region_mean": masked_mean((low | high).to(dtype), mask),
     }
+
+
+def clipped_sequence_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> ClippedTokenLoss:
+    """PPO-clip on whole answers: one ratio per answer, the ratio of its sequence probabilities.
+
+    TRL 1.16 ``RLOOTrainer._compute_loss`` (the REINFORCE estimator of Ahmadian et al. 2024, arXiv:2402.14740,
+    made off-policy with PPO's clip, as TRL does)::
+
+        ratio_i = π(o_i) / π_old(o_i) = exp(Σ_t m_{i,t} (logp_{i,t} - old_logp_{i,t}))
+        L_i     = -min(ratio_i · A_i, clip(ratio_i, 1 - ε_low, 1 + ε_high) · A_i)
+
+    On the first update of a rollout ratio_i = 1 and the gradient is -A_i ∇ log π(o_i), REINFORCE with
+    the baseline inside A_i. Reduce with ``.loss.mean()`` (TRL: the mean over answers).
+
+    Args:
+        logps: (B, T) log π of the sampled tokens (with grad).
+        old_logps: (B, T) log π_old of the same tokens.
+        advantages: (B,) one per answer.
+        mask: (B, T) bool or 0/1, the answer's tokens.
+        epsilon_low: ε_low in [0, 1).
+        epsilon_high: ε_high >= 0.
+
+    Returns:
+        :class:`ClippedTokenLoss` with each field (B,) (one entry per answer).
+    """
+    mask = mask.bool()
+    zero = torch.zeros((), dtype=logps.dtype, device=logps.device)
+    seq = torch.where(mask, logps, zero).sum(1)
+    old = torch.where(mask, old_logps, zero).sum(1)
+    out = clipped_token_loss(seq[:, None], old[:, None], advantages.reshape(-1, 1), epsilon_low, epsilon_high)
+    return ClippedTokenLoss(out.loss[:, 0], out.low_clipped[:, 0], out.high_clipped[:, 0])

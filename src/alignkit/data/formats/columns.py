@@ -98,6 +98,13 @@ def parse_columns(raw: dict[str, Any], source: str, kind: str | None = None) -> 
         used.add(margin_col)
         meta = {k: v for k, v in raw.items() if k not in used}
         return [Record(prompt, chosen, rejected, margin=margin, source=source, meta=meta)]
+    if completion_col and kind == "prompt" and label_col is None:
+        # prompts for online RL: the answer column stays a column under its own name (a reward function's
+        # `answer=` / `solution=` keyword: TRL passes every dataset column on) and as `reference`
+        meta = {k: v for k, v in raw.items() if k not in used}
+        if isinstance(raw[completion_col], str):
+            meta.setdefault("reference", raw[completion_col])
+        return [Record(prompt, source=source, meta=meta)]
     if completion_col:
         completion = answer(completion_col)
         label = parse_bool(raw[label_col], label_col, source) if label_col else None

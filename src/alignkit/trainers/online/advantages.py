@@ -5,15 +5,19 @@ sample, score, log-probs of the policy and the reference, per-token KL-shaped re
 hands those rewards to the algorithm's `AdvantageEstimator` and stores what comes back in the
 `Experience` that the algorithm's update trains on.
 
-An estimator says whether it needs a value model (``needs_value``): if so, the rollout runs the
-value forward passes and passes V(s_t) in; if not (the critic-free algorithms: GRPO, RLOO,
-REINFORCE++), the value forwards are skipped and ``values`` is None.
+Two kinds of estimator, told apart by ``level``:
 
-Today there is one estimator, PPO's (:class:`GAEEstimator`): GAE over the value model's
-estimates, then advantage whitening. The maths are the pure functions of `alignkit.losses.advantages`
-(`gae`) and `alignkit.losses.masked` (`masked_whiten`).
+- ``"token"`` (`AdvantageEstimator`): per-token rewards (and values) -> per-token advantages and returns.
+  PPO's :class:`GAEEstimator`: GAE over the value model's estimates, then advantage whitening
+  (`alignkit.losses.advantages.gae`, `alignkit.losses.masked.masked_whiten`). It needs a value model
+  (``needs_value``), so the rollout runs the value forward passes and passes V(s_t) in.
+- ``"sequence"`` (:class:`GroupEstimator`): one reward per answer, ``group_size`` answers per prompt
+  -> one advantage per answer, broadcast over its tokens by the experience maker. The critic-free
+  algorithms: GRPO's group-normalised, RLOO's leave-one-out and REINFORCE++'s batch-normalised advantage
+  (`alignkit.losses.group`). No value model: the value forwards are skipped.
 
-Notation: B responses, R response tokens (right-padded); masks are True on real tokens.
+Notation: B responses (prompts x group_size, prompt-major), R response tokens (right-padded); masks are
+True on real tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from typing import Protocol
 from torch import Tensor
 
 from alignkit.losses.advantages import gae
+from alignkit.losses.group import (
+    batch_normalized_advantages,
+    group_normalized_advantages,
+    leave_one_out_advantages,
+)
 from alignkit.losses.masked import masked_whiten
 from alignkit.trainers.online.config import PPOConfig
 
@@ -31,6 +40,10 @@ from alignkit.trainers.online.config import PPOConfig
 class AdvantageEstimator(Protocol):
     """Per-token rewards (and values) of one rollout -> (advantages, returns)."""
 
+    level: str
+    """"token" for this protocol; a `GroupEstimator` says "sequence"."""
+    group_size: int
+    """Answers sampled per prompt (1 for PPO)."""
     needs_value: bool
     """True when the estimator reads the value model's V(s_t) (the rollout then computes it)."""
 
@@ -63,6 +76,8 @@ class GAEEstimator:
     lam: float
     whiten: bool
     needs_value = True
+    level = "token"
+    group_size = 1
 
     def __call__(
         self, rewards: Tensor, values: Tensor | None, response_mask: Tensor
@@ -80,4 +95,33 @@ def gae_estimator(cfg: PPOConfig) -> GAEEstimator:
     return GAEEstimator(gamma=cfg.gamma, lam=cfg.lam, whiten=cfg.whiten_advantages)
 
 
-__all__ = ["AdvantageEstimator", "GAEEstimator", "gae_estimator"]
+@dataclass(frozen=True)
+class GroupEstimator:
+    """A critic-free estimator: (B,) sequence rewards, NaN where unscorable -> (B,) advantages.
+
+    ``kind``: "group" (GRPO, Shao et al. 2024, with ``scale`` group | batch | none, the last being
+    Dr. GRPO), "rloo" (Ahmadian et al. 2024; ``normalize`` whitens over the batch afterwards) or
+    "reinforce++" (Hu 2025). An unscorable answer, and every answer of a group without two scorable
+    ones, gets advantage 0 (`alignkit.losses.group`). Rows are prompt-major: rows g·G ... g·G + G - 1
+    answer prompt g.
+    """
+
+    kind: str
+    group_size: int
+    scale: str = "group"
+    normalize: bool = False
+    needs_value = False
+    level = "sequence"
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        """(B,) rewards -> (B,) advantages."""
+        if self.kind == "group":
+            return group_normalized_advantages(scores, self.group_size, self.scale)
+        if self.kind == "rloo":
+            return leave_one_out_advantages(scores, self.group_size, normalize=self.normalize)
+        if self.kind == "reinforce++":
+            return batch_normalized_advantages(scores)
+        raise ValueError(f"unknown advantage estimator {self.kind!r}")
+
+
+__all__ = ["AdvantageEstimator", "GAEEstimator", "GroupEstimator", "gae_estimator"]

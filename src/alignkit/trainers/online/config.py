@@ -1,9 +1,10 @@
-"""Options of `alignkit ppo`; the common trainer options come from `TrainConfig`.
+"""Options of the online RL commands: what every algorithm on the loop shares (`OnlineConfig`), and PPO's own.
 
 Every implementation detail of RLHF-PPO is one field here with the default that
 Huang et al. 2024 ("The N+ Implementation Details of RLHF with PPO", arXiv:2403.17031)
 and TRL 1.12's PPOConfig use, unless the field's docstring says otherwise.
-docs/implementation_details.md lists each with its source.
+docs/implementation_details.md lists each with its source. The critic-free algorithms'
+options (GRPO, RLOO) are `trainers.online.grpo_config`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ VALUE_INITS = ("reward", "zero")
 
 
 @dataclass
-class PPOConfig(TrainConfig):
-    """`alignkit ppo`: PPO against one or more reward models, every model on one shared base."""
+class OnlineConfig(TrainConfig):
+    """What every online RL algorithm reads: prompts, rewards, sampling, the loop's schedule and memory."""
 
     lr: float = 3e-5
     """Peak learning rate of the policy and value adapters (AdamW, linear warm-up then cosine decay)."""
@@ -32,7 +33,6 @@ class PPOConfig(TrainConfig):
     """Longest prompt + response in tokens; longer prompts are cut from the left (counted and reported)."""
     save_every: int = 20
     """Write a checkpoint every N PPO steps (and always at the end)."""
-
     prompts: str | None = None
     """Prompt file (any format `alignkit data inspect` reads; every record's prompt is used). Same as --data."""
     reward_model: list[str] = field(default_factory=list)
@@ -56,7 +56,6 @@ class PPOConfig(TrainConfig):
     """Model to start the policy from (and the reference): a checkpoint, or an adapter run dir. Default --model."""
     sft: str | None = None
     """An `alignkit sft` run dir: the policy starts from its adapter and the reference is the SFT model."""
-
     max_new_tokens: int = 64
     """Longest response sampled per prompt, in tokens (responses that reach it without EOS are truncated)."""
     temperature: float = 0.7
@@ -67,45 +66,14 @@ class PPOConfig(TrainConfig):
     """Nucleus sampling (1.0: off). PPO assumes the full distribution: keep it off."""
     missing_eos_penalty: float | None = 1.0
     """Subtracted from the score of a response that never emitted EOS (unset: no penalty)."""
-
-    ppo_epochs: int = 4
-    """Passes of PPO updates over each rollout."""
     num_mini_batches: int = 1
     """Each PPO epoch splits the shuffled rollout into this many minibatches, one optimizer step each."""
-    clip_range: float = 0.2
-    """PPO-clip epsilon of the policy ratio."""
-    value_clip_range: float = 0.2
-    """Clip range of the value prediction around the rollout's value (0: no value clipping)."""
-    vf_coef: float = 0.1
-    """Weight of the value loss in the total loss."""
-    gamma: float = 1.0
-    """Discount of GAE."""
-    lam: float = 0.95
-    """Lambda of GAE."""
-    whiten_advantages: bool = True
-    """Whiten the advantages of each rollout (mean 0, variance 1 over response tokens)."""
-    whiten_rewards: bool = False
-    """Scale per-token rewards by their std over the rollout (without shifting the mean)."""
     score_norm: str = "none"
     """Normalise reward-model scores with running statistics: none, scale (divide by std) or whiten (std used once >= 1e-4)."""
     score_clip: float | None = None
     """Clip the (normalised) score to [-c, c] (unset: no clipping)."""
-    target_approx_kl: float = 0.0
-    """Stop the PPO epochs of a step early once ppo/approx_kl exceeds this (0: never stop early)."""
-
-    kl_coef: float = 0.05
-    """KL coefficient beta (the starting value when --adaptive-kl)."""
-    kl_estimator: str = "k1"
-    """Per-token KL penalty estimator: k1 (log-ratio, unbiased), k3 (low variance), k2 or abs."""
-    adaptive_kl: bool = False
-    """Adapt beta so the per-sequence KL to the reference tracks --kl-target (Ziegler et al. 2019)."""
     kl_target: float = 6.0
     """Target KL in nats per response: the adaptive controller's set point, and a warning fires above 2x."""
-    kl_horizon: int = 10000
-    """Adaptive controller horizon in responses (a larger horizon adapts beta more slowly)."""
-
-    value_init: str = "reward"
-    """Start the value adapter and head from the (first, same-base) reward model, or from zero."""
     disable_dropout: bool = True
     """Set every dropout probability to 0 in all models (policy log-probs must not be random)."""
     recompute_logprobs: bool = True
@@ -118,12 +86,21 @@ class PPOConfig(TrainConfig):
     """How many of the newest checkpoints to keep."""
     length_drift_warn: float = 0.5
     """Warn when the mean response length moves by this fraction from the first rollouts'."""
+    reward_fn: list[str] = field(default_factory=list)
+    """Reward function: a built-in verifier (math, length, ifeval) or `FILE.py:NAME` / `MODULE:NAME`, with TRL's
+    signature fn(prompts, completions, **columns) -> list[float | None]; repeat for several (docs/rewards.md)."""
+    reward_fn_weight: list[float] = field(default_factory=list)
+    """Weight of each --reward-fn in the combined score, in the same order (default 1 each)."""
+
+    def extra_checks(self) -> list[tuple[bool, str]]:
+        """(ok, message) checks of a subclass's own options; `validate` raises the first that fails."""
+        return []
 
     def validate(self) -> None:
         if self.gold_judge is not None and self.gold_judge.strip().lower() != "simulated":
             raise ConfigError(
-                f"--gold-judge {self.gold_judge!r}: ppo logs a pointwise gold score, so only `simulated` is "
-                "supported here; for an LM or HTTP judge use `alignkit eval policy --gold-judge` on checkpoints"
+                f"--gold-judge {self.gold_judge!r}: the online trainers log a pointwise gold score, so only "
+                "`simulated` is supported here; for an LM or HTTP judge use `alignkit eval policy --gold-judge` on checkpoints"
             )
         if self.gold_judge is not None and self.gold_reward_model:
             raise ConfigError("give one gold: --gold-reward-model or --gold-judge")
@@ -138,11 +115,6 @@ class PPOConfig(TrainConfig):
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
             (self.num_mini_batches >= 1, f"--num-mini-batches must be >= 1, got {self.num_mini_batches}"),
-            (
-                self.batch_size % (self.num_mini_batches * self.grad_accum) == 0,
-                f"--batch-size ({self.batch_size}) must be a multiple of --num-mini-batches x --grad-accum "
-                f"({self.num_mini_batches} x {self.grad_accum})",
-            ),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1, got {self.max_new_tokens}"),
             (
                 self.max_length > self.max_new_tokens,
@@ -151,23 +123,12 @@ class PPOConfig(TrainConfig):
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
             (self.top_k >= 0, f"--top-k must be >= 0, got {self.top_k}"),
             (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
-            (self.ppo_epochs >= 1, f"--ppo-epochs must be >= 1, got {self.ppo_epochs}"),
-            (self.clip_range > 0, f"--clip-range must be > 0, got {self.clip_range}"),
-            (self.value_clip_range >= 0, f"--value-clip-range must be >= 0, got {self.value_clip_range}"),
-            (self.vf_coef >= 0, f"--vf-coef must be >= 0, got {self.vf_coef}"),
-            (0 <= self.gamma <= 1, f"--gamma must be in [0, 1], got {self.gamma}"),
-            (0 <= self.lam <= 1, f"--lam must be in [0, 1], got {self.lam}"),
             (self.score_norm in SCORE_NORMS, f"--score-norm must be one of {', '.join(SCORE_NORMS)}"),
             (
                 self.score_clip is None or self.score_clip > 0,
                 f"--score-clip must be > 0, got {self.score_clip}",
             ),
-            (self.target_approx_kl >= 0, f"--target-approx-kl must be >= 0, got {self.target_approx_kl}"),
-            (self.kl_coef >= 0, f"--kl-coef must be >= 0, got {self.kl_coef}"),
-            (self.kl_estimator in ("k1", "k2", "k3", "abs"), "--kl-estimator must be one of k1, k2, k3, abs"),
             (self.kl_target > 0, f"--kl-target must be > 0, got {self.kl_target}"),
-            (self.kl_horizon >= 1, f"--kl-horizon must be >= 1, got {self.kl_horizon}"),
-            (self.value_init in VALUE_INITS, f"--value-init must be one of {', '.join(VALUE_INITS)}"),
             (
                 self.reward_combine in REWARD_COMBINES,
                 f"--reward-combine must be one of {', '.join(REWARD_COMBINES)}",
@@ -195,7 +156,7 @@ class PPOConfig(TrainConfig):
                 f"--dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}",
             ),
         ]
-        for ok, message in checks:
+        for ok, message in checks + self.extra_checks():
             if not ok:
                 raise ConfigError(message)
         if self.reward_weight and len(self.reward_weight) != len(self.reward_model):
@@ -207,3 +168,62 @@ class PPOConfig(TrainConfig):
             raise ConfigError("--reward-combine gate and --reward-gate NAME:THRESHOLD go together")
         if self.eval_data is not None and self.eval_split > 0:
             raise ConfigError("give either --eval-data or --eval-split, not both")
+        if self.reward_fn_weight and len(self.reward_fn_weight) != len(self.reward_fn):
+            raise ConfigError(
+                f"--reward-fn-weight was given {len(self.reward_fn_weight)} times for {len(self.reward_fn)} "
+                "--reward-fn(s): give one weight per reward function, in the same order"
+            )
+
+
+@dataclass
+class PPOConfig(OnlineConfig):
+    """`alignkit ppo`: PPO against one or more reward models, every model on one shared base."""
+
+    ppo_epochs: int = 4
+    """Passes of PPO updates over each rollout."""
+    clip_range: float = 0.2
+    """PPO-clip epsilon of the policy ratio."""
+    value_clip_range: float = 0.2
+    """Clip range of the value prediction around the rollout's value (0: no value clipping)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the total loss."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """Lambda of GAE."""
+    whiten_advantages: bool = True
+    """Whiten the advantages of each rollout (mean 0, variance 1 over response tokens)."""
+    whiten_rewards: bool = False
+    """Scale per-token rewards by their std over the rollout (without shifting the mean)."""
+    target_approx_kl: float = 0.0
+    """Stop the PPO epochs of a step early once ppo/approx_kl exceeds this (0: never stop early)."""
+    kl_coef: float = 0.05
+    """KL coefficient beta (the starting value when --adaptive-kl)."""
+    kl_estimator: str = "k1"
+    """Per-token KL penalty estimator: k1 (log-ratio, unbiased), k3 (low variance), k2 or abs."""
+    adaptive_kl: bool = False
+    """Adapt beta so the per-sequence KL to the reference tracks --kl-target (Ziegler et al. 2019)."""
+    kl_horizon: int = 10000
+    """Adaptive controller horizon in responses (a larger horizon adapts beta more slowly)."""
+    value_init: str = "reward"
+    """Start the value adapter and head from the (first, same-base) reward model, or from zero."""
+
+    def extra_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (
+                self.batch_size % (self.num_mini_batches * self.grad_accum) == 0,
+                f"--batch-size ({self.batch_size}) must be a multiple of --num-mini-batches x --grad-accum "
+                f"({self.num_mini_batches} x {self.grad_accum})",
+            ),
+            (self.ppo_epochs >= 1, f"--ppo-epochs must be >= 1, got {self.ppo_epochs}"),
+            (self.clip_range > 0, f"--clip-range must be > 0, got {self.clip_range}"),
+            (self.value_clip_range >= 0, f"--value-clip-range must be >= 0, got {self.value_clip_range}"),
+            (self.vf_coef >= 0, f"--vf-coef must be >= 0, got {self.vf_coef}"),
+            (0 <= self.gamma <= 1, f"--gamma must be in [0, 1], got {self.gamma}"),
+            (0 <= self.lam <= 1, f"--lam must be in [0, 1], got {self.lam}"),
+            (self.target_approx_kl >= 0, f"--target-approx-kl must be >= 0, got {self.target_approx_kl}"),
+            (self.kl_coef >= 0, f"--kl-coef must be >= 0, got {self.kl_coef}"),
+            (self.kl_estimator in ("k1", "k2", "k3", "abs"), "--kl-estimator must be one of k1, k2, k3, abs"),
+            (self.kl_horizon >= 1, f"--kl-horizon must be >= 1, got {self.kl_horizon}"),
+            (self.value_init in VALUE_INITS, f"--value-init must be one of {', '.join(VALUE_INITS)}"),
+        ]

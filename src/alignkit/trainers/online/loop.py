@@ -30,16 +30,18 @@ import torch
 from torch import nn
 
 from alignkit import console
+from alignkit.data.records import Record
 from alignkit.errors import UserError
 from alignkit.losses.advantages import RunningMoments
 from alignkit.losses.kl import AdaptiveKLController, FixedKLController
 from alignkit.rewards.encoding import template_suffix_ids
 from alignkit.rewards.ensemble import RewardSet, load_reward_set
+from alignkit.rewards.verifiers import reward_function_members
 from alignkit.runs import Run, read_metrics
 from alignkit.trainers.checkpoints import load_checkpoint, save_checkpoint
 from alignkit.trainers.loop import BatchCursor, build_optimizer, build_scheduler, micro_batches, plan_steps
 from alignkit.trainers.online.advantages import AdvantageEstimator
-from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.config import OnlineConfig
 from alignkit.trainers.online.distributed import Dist
 from alignkit.trainers.online.experience import Experience, make_experience
 from alignkit.trainers.online.models import PPOModels, build_models, print_roles
@@ -56,7 +58,7 @@ UpdateFn = Callable[
         Experience,
         dict[str, nn.Parameter],
         torch.optim.Optimizer,
-        PPOConfig,
+        OnlineConfig,
         int,
         Dist,
         Path | None,
@@ -74,20 +76,27 @@ class OnlineAlgorithm:
     kind: str  # the run's kind ("ppo"): its run directory, its progress bar, its metrics' prefix
     estimator: AdvantageEstimator  # advantages (and returns) from a rollout's rewards
     update: UpdateFn  # the optimizer steps on one rollout
-    save_outputs: Callable[[Run, PPOModels, PPOConfig], None]  # the trained models into the run dir
-    prepare: Callable[[PPOModels, PPOConfig], None] | None = None  # after the models load (PPO: value init)
+    save_outputs: Callable[[Run, PPOModels, OnlineConfig], None]  # the trained models into the run dir
+    kl_controller: Callable[
+        [OnlineConfig], FixedKLController | AdaptiveKLController
+    ]  # the KL-in-reward coefficient
+    kl_advice: str  # what to do when the KL to the reference runs away (the watch's warning)
+    prepare: Callable[[PPOModels, OnlineConfig], None] | None = (
+        None  # after the models load (PPO: value init)
+    )
+    warn: Callable[[OnlineLoop, Experience, dict[str, float]], list[str]] | None = None  # its own warnings
 
 
 @dataclass
 class OnlineLoop:
     """What the steps of one run share: its set-up, then the state a checkpoint carries."""
 
-    cfg: PPOConfig
+    cfg: OnlineConfig
     algorithm: OnlineAlgorithm
     dist: Dist
     run: Run | None
-    train_prompts: list[Any]
-    eval_prompts: list[Any]
+    train_prompts: list[Record]  # prompt records: the prompt, and the columns reward functions read
+    eval_prompts: list[Record]
     models: PPOModels
     reward_set: RewardSet
     suffix: list[int]  # the chat template's tokens after EOS (`rewards.encoding.template_suffix_ids`)
@@ -102,12 +111,13 @@ class OnlineLoop:
     cursor: BatchCursor = field(default_factory=BatchCursor)
     step: int = 0
     warnings_seen: list[str] = field(default_factory=list)
+    streaks: dict[str, int] = field(default_factory=dict)  # the algorithm's warning counters (checkpointed)
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     batches: Iterator[list[int]] | None = None  # this process's prompt indices, from the cursor on
 
 
-def run_online(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> dict[str, Any]:
+def run_online(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> dict[str, Any]:
     """Train a policy with ``algorithm`` as ``cfg`` says; return the summary (also printed with --json)."""
     state = setup(cfg, algorithm)
     resume(state)
@@ -129,11 +139,12 @@ def run_online(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- set-up
 
 
-def setup(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
+def setup(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
     """Seed, open the run, load prompts and models, build the optimizer and the controllers."""
-    if not cfg.reward_model:
+    if not cfg.reward_model and not cfg.reward_fn:
         raise UserError(
-            "no reward model: pass --reward-model DIR (an `alignkit rm` run or a classifier checkpoint)"
+            "no reward: pass --reward-model DIR (an `alignkit rm` run or a classifier checkpoint) or "
+            "--reward-fn FILE.py:NAME (a Python reward function, or a built-in: math, length, ifeval)"
         )
     dist = Dist()
     torch.manual_seed(cfg.seed)
@@ -153,17 +164,8 @@ def setup(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
     per_step = cfg.batch_size * dist.world
     total_steps = plan_steps(math.ceil(len(train_prompts) / per_step), 1, cfg.epochs, cfg.max_steps)
     scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_ratio)
-    kl_ctl: FixedKLController | AdaptiveKLController = (
-        AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-        if cfg.adaptive_kl
-        else FixedKLController(cfg.kl_coef)
-    )
-    advice = (
-        "The adaptive controller raises the KL coefficient; if it keeps growing, lower --lr or use a smaller --kl-horizon"
-        if cfg.adaptive_kl
-        else "Raise --kl-coef or use --adaptive-kl"
-    )
-    watch = Watch(kl_target=cfg.kl_target, length_drift=cfg.length_drift_warn, kl_advice=advice)
+    kl_ctl = algorithm.kl_controller(cfg)
+    watch = Watch(kl_target=cfg.kl_target, length_drift=cfg.length_drift_warn, kl_advice=algorithm.kl_advice)
     return OnlineLoop(
         cfg=cfg, algorithm=algorithm, dist=dist, run=run, train_prompts=train_prompts,
         eval_prompts=eval_prompts, models=models, reward_set=reward_set, suffix=suffix, gold=gold,
@@ -172,9 +174,10 @@ def setup(cfg: PPOConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
     )  # fmt: skip
 
 
-def _load_models(cfg: PPOConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tuple[PPOModels, RewardSet]:
-    """The policy/reference/value roles, then the reward models (sharing the base when they can)."""
-    models = build_models(cfg)
+def _load_models(cfg: OnlineConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tuple[PPOModels, RewardSet]:
+    """The policy/reference(/value) roles, then the reward models (sharing the base when they can) and functions."""
+    functions = reward_function_members(cfg.reward_fn, cfg.reward_fn_weight or None)  # bad specs fail first
+    models = build_models(cfg, with_value=algorithm.estimator.needs_value)
     reward_set = load_reward_set(
         cfg.reward_model,
         cfg.reward_weight or None,
@@ -186,6 +189,7 @@ def _load_models(cfg: PPOConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tupl
         shared_base=models.base_name,
         forward_batch_size=cfg.forward_batch_size,
         device=models.device,
+        functions=functions,
     )
     if algorithm.prepare is not None:
         algorithm.prepare(models, cfg)
@@ -194,8 +198,11 @@ def _load_models(cfg: PPOConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tupl
     return models, reward_set
 
 
-def _load_prompts(cfg: PPOConfig, main: bool = True) -> tuple[list[Any], list[Any]]:
-    """(train prompts, eval prompts) as Conversations; the main process says when a file holds more than prompts."""
+def _load_prompts(cfg: OnlineConfig, main: bool = True) -> tuple[list[Record], list[Record]]:
+    """(train prompts, eval prompts) as prompt records; the main process says when a file holds more than prompts.
+
+    A record keeps its other columns (``meta``: a reference answer, IFEval's instructions, ...): reward
+    functions receive them as keyword lists."""
     from alignkit.data.load import load_records, split_records
 
     if not cfg.prompts:
@@ -216,7 +223,7 @@ def _load_prompts(cfg: PPOConfig, main: bool = True) -> tuple[list[Any], list[An
         evals = loaded.records
     elif cfg.eval_split > 0:
         train, evals = split_records(train, cfg.eval_split, cfg.seed)
-    return [r.prompt for r in train], [r.prompt for r in evals]
+    return train, evals
 
 
 def _say_prompts_of(loaded: Any) -> None:
@@ -228,7 +235,7 @@ def _say_prompts_of(loaded: Any) -> None:
         )
 
 
-def _gold_scorer(cfg: PPOConfig):
+def _gold_scorer(cfg: OnlineConfig):
     """The held-out gold scorer of --gold-reward-model / --gold-judge simulated, or None."""
     from alignkit.evaluation.policy import reward_scorer, simulated_scorer
 
@@ -283,6 +290,7 @@ def resume(state: OnlineLoop) -> None:
         state.watch.load_state_dict(saved["watch"])
         set_numpy_rng(saved["rng"])
         state.warnings_seen = list(saved.get("warnings", []))
+        state.streaks = dict(saved.get("streaks", {}))
         state.eval_rows = list(saved.get("eval_rows", []))
         if state.dist.is_main:
             run.rewind_metrics(state.step)
@@ -302,6 +310,7 @@ def save(state: OnlineLoop, at: int) -> Path | None:
         "watch": state.watch.state_dict(),
         "rng": numpy_rng_state(),
         "warnings": state.warnings_seen,
+        "streaks": state.streaks,
         "eval_rows": state.eval_rows,
     }
     return save_checkpoint(
@@ -344,6 +353,8 @@ def iteration(state: OnlineLoop, tracker: Any) -> None:
     state.scheduler.step()
     t2 = time.perf_counter()
     metrics, warnings = _step_metrics(state, exp, update_stats, (t0, t1, t2))
+    if state.algorithm.warn is not None:
+        warnings += state.algorithm.warn(state, exp, metrics)
     if dist.is_main:
         for w in warnings:
             console.warn(w)
@@ -424,6 +435,8 @@ def finish(state: OnlineLoop, train_seconds: float) -> dict[str, Any]:
                 else None,
                 "peak_rss_mb": _peak_rss_mb(),
                 "eval": state.eval_rows,
+                "eval_first_reward": state.eval_rows[0].get("eval/reward/score") if state.eval_rows else None,
+                "eval_last_reward": state.eval_rows[-1].get("eval/reward/score") if state.eval_rows else None,
                 "warnings": len(state.warnings_seen),
             }
         )

@@ -1,4 +1,7 @@
-"""PPO's four roles -- policy, reference, value, reward -- on as few copies of the weights as possible.
+"""The online roles -- policy, reference, value, reward -- on as few copies of the weights as possible.
+
+PPO has all four; the critic-free algorithms (GRPO, RLOO) have no value role (``build_models(cfg,
+with_value=False)``): no value adapter, no value copy, and no value head among the trained weights.
 
 With LoRA (the default) there is one frozen base model in memory and every role is a
 view of it::
@@ -42,7 +45,7 @@ from alignkit.errors import ConfigError
 from alignkit.losses.logits import entropy_from_logits, logprobs_from_logits
 from alignkit.models import heads, lora, registry
 from alignkit.models.device import Precision, autocast, default_device, resolve_precision
-from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.config import OnlineConfig
 
 POLICY, VALUE, SFT = "policy", "value", "sft"
 
@@ -88,6 +91,7 @@ class PPOModels:
     reference_adapter: str | None = None  # "sft" when the reference is base + SFT adapter
     notes: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
+    has_value: bool = True  # False for the critic-free algorithms: no value adapter, model or trained head
     _tuner_layers: list[nn.Module] | None = None  # LoRA layers, found once (adapters only change by loading)
 
     @property
@@ -235,19 +239,20 @@ class PPOModels:
 
     # ----------------------------------------------------------------------------- parameters
     def trainable(self) -> dict[str, nn.Parameter]:
-        """Name -> parameter of everything PPO trains: policy (+ value) weights and the value head."""
+        """Name -> parameter of everything the run trains: policy (+ value) weights and the value head."""
         params: dict[str, nn.Parameter] = {}
         if self.lora:
             for name, p in self.policy.named_parameters():
                 if p.requires_grad:
                     params[f"model.{name}"] = p
         else:
-            assert self.value_model is not None
             params.update({f"policy.{n}": p for n, p in self.policy.named_parameters() if p.requires_grad})
-            params.update(
-                {f"value.{n}": p for n, p in self.value_model.named_parameters() if p.requires_grad}
-            )
-        params.update({f"value_head.{n}": p for n, p in self.value_head.named_parameters()})
+            if self.value_model is not None:
+                params.update(
+                    {f"value.{n}": p for n, p in self.value_model.named_parameters() if p.requires_grad}
+                )
+        if self.has_value:
+            params.update({f"value_head.{n}": p for n, p in self.value_head.named_parameters()})
         return params
 
     def parameter_bytes(self) -> dict[str, int]:
@@ -282,7 +287,7 @@ def _plain_reference(model: nn.Module) -> Iterator[nn.Module]:
 # --------------------------------------------------------------------------------------------- building
 
 
-def _starting_point(cfg: PPOConfig) -> tuple[str, Path | None]:
+def _starting_point(cfg: OnlineConfig) -> tuple[str, Path | None]:
     """(base model name, SFT adapter dir or None) from --model / --policy / --sft."""
     start = cfg.sft or cfg.policy
     if start is None:
@@ -297,8 +302,11 @@ def _starting_point(cfg: PPOConfig) -> tuple[str, Path | None]:
     return start, None
 
 
-def build_models(cfg: PPOConfig) -> PPOModels:
-    """Load the base once and set up the roles for ``cfg`` (LoRA or full fine-tuning), on `default_device`."""
+def build_models(cfg: OnlineConfig, with_value: bool = True) -> PPOModels:
+    """Load the base once and set up the roles for ``cfg`` (LoRA or full fine-tuning), on `default_device`.
+
+    ``with_value`` False (GRPO, RLOO): no value adapter or value model.
+    """
     device = default_device()
     precision = resolve_precision(cfg.dtype, lora=cfg.lora, device=device)
     base_name, sft_dir = _starting_point(cfg)
@@ -326,14 +334,15 @@ def build_models(cfg: PPOConfig) -> PPOModels:
             )
         else:
             model = lora.add_adapter(base, POLICY, settings, trainable=True)
-        lora.add_adapter(model, VALUE, settings, trainable=True)
+        if with_value:
+            lora.add_adapter(model, VALUE, settings, trainable=True)
         if cfg.disable_dropout:
             disable_dropout(model)
         model.eval()  # dropout is off; eval mode also keeps it off if a config re-enables it
         value_head = heads.ScalarHead(hidden_size, init="value").to(device)
         models = PPOModels(
             model, tokenizer, precision, value_head, base_name, True,
-            reference_adapter=SFT if sft_dir is not None else None, notes=notes,
+            reference_adapter=SFT if sft_dir is not None else None, notes=notes, has_value=with_value,
         )  # fmt: skip
         _enable_checkpointing(models, cfg.gradient_checkpointing)
         return models
@@ -344,15 +353,16 @@ def build_models(cfg: PPOConfig) -> PPOModels:
     reference = lora.frozen_copy(base)
     if precision.autocast_dtype is not None:  # a frozen copy needs no fp32 master weights
         reference.to(precision.autocast_dtype)
-    value_model = lora.frozen_copy(base)
-    value_model.requires_grad_(True)
+    value_model = lora.frozen_copy(base) if with_value else None
+    if value_model is not None:
+        value_model.requires_grad_(True)
+        value_model.eval()
     base.requires_grad_(True)
-    for m in (base, value_model):
-        m.eval()
+    base.eval()
     value_head = heads.ScalarHead(hidden_size, init="value").to(device)
     models = PPOModels(
         base, tokenizer, precision, value_head, base_name, False,
-        reference_model=reference, value_model=value_model, notes=notes,
+        reference_model=reference, value_model=value_model, notes=notes, has_value=with_value,
     )  # fmt: skip
     _enable_checkpointing(models, cfg.gradient_checkpointing)
     return models

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from alignkit import console
+from alignkit.losses.kl import AdaptiveKLController, FixedKLController
 from alignkit.losses.masked import masked_mean
 from alignkit.losses.ppo import clipped_policy_loss, clipped_value_loss
 from alignkit.runs import Run
@@ -162,13 +163,31 @@ def ppo_algorithm(cfg: PPOConfig) -> OnlineAlgorithm:
         estimator=gae_estimator(cfg),
         update=ppo_update,
         save_outputs=_save_outputs,
+        kl_controller=_kl_controller,
+        kl_advice=(
+            "The adaptive controller raises the KL coefficient; if it keeps growing, lower --lr or use a "
+            "smaller --kl-horizon"
+            if cfg.adaptive_kl
+            else "Raise --kl-coef or use --adaptive-kl"
+        ),
         prepare=_init_value,
     )
 
 
+def _kl_controller(cfg: PPOConfig) -> FixedKLController | AdaptiveKLController:
+    """β of the per-token KL penalty in the reward: fixed --kl-coef, or adaptive (Ziegler et al. 2019)."""
+    if cfg.adaptive_kl:
+        return AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    return FixedKLController(cfg.kl_coef)
+
+
 def _init_value(models: PPOModels, cfg: PPOConfig) -> None:
     """--value-init reward: the value adapter and head start as the first reward model's (when they can)."""
-    if cfg.value_init == "reward" and not init_value_from_reward(models, Path(reward_set_path(cfg, 0))):
+    if cfg.value_init != "reward":
+        return
+    if not cfg.reward_model:
+        console.info("value model starts from zero (no reward model to start it from: rewards are functions)")
+    elif not init_value_from_reward(models, Path(reward_set_path(cfg, 0))):
         console.info(
             "value model starts from zero (the first reward model is not a same-base LoRA `alignkit rm` run)"
         )

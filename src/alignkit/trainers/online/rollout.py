@@ -1,31 +1,34 @@
 """The rollout: sample responses with the policy and score them with the reward models.
 
-- :func:`sample`: one response per prompt with the policy adapter active (`alignkit.sampling.generate`,
+- :func:`sample`: ``n`` responses per prompt (PPO: 1; GRPO/RLOO: the group) with the policy adapter active (`alignkit.sampling.generate`,
   the project's one sampler; it stops each row at its first EOS, so nothing after the stop token is
-  ever kept), at temperature τ with a seed derived from (seed, step, rank) (:func:`rollout_seed`);
+  ever kept; the n answers of a prompt share its KV prompt store), at temperature τ with a seed derived from (seed, step, rank) (:func:`rollout_seed`);
   the result, a `Rollout`, holds the packed tensors on the models' device;
 - :func:`score_responses`: the reward models score prompt + response (+ the template's suffix after
   EOS) at the last real token;
 - :func:`evaluate_policy`: the same two on held-out prompts with a fixed seed, plus the KL to the reference.
 
 What a training step makes of a rollout (log-probs, KL-shaped rewards, advantages) is
-`trainers.online.experience`. Notation: B prompts on this process, P prompt tokens (left-padded),
-R response tokens (right-padded).
+`trainers.online.experience`. Notation: B responses on this process (prompts x n, prompt-major), P prompt
+tokens (left-padded), R response tokens (right-padded).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from alignkit.data.records import Record
 from alignkit.rewards.encoding import pad_rows
 from alignkit.rewards.ensemble import RewardSet, TokenBatch
+from alignkit.rewards.functions import record_columns
 from alignkit.sampling.generate import SamplingSettings, generate
 from alignkit.sampling.results import GenerationBatch, PackedGenerations
-from alignkit.trainers.online.config import PPOConfig
+from alignkit.trainers.online.config import OnlineConfig
 from alignkit.trainers.online.distributed import Dist
 from alignkit.trainers.online.models import PPOModels
 
@@ -47,7 +50,7 @@ def chunks(n: int, size: int) -> list[slice]:
 class Rollout:
     """One sampled batch: the sampler's generations, and their tensors on the models' device."""
 
-    batch: GenerationBatch  # one generation per prompt, in prompt order
+    batch: GenerationBatch  # n generations per prompt, prompt-major (row i * n + j: answer j to prompt i)
     packed: PackedGenerations  # the same as right-padded tensors on the CPU (the sampler's log-probs too)
     sequence_ids: Tensor  # (B, P + R) prompt (left-padded) then response (right-padded)
     sequence_mask: Tensor  # (B, P + R) bool
@@ -57,22 +60,22 @@ class Rollout:
 
     def response_tokens(self) -> list[list[int]]:
         """Each response's token ids without the EOS token."""
-        return [
-            [int(t) for t in g.response_ids[: len(g.response_ids) - (1 if g.finished else 0)]]
-            for g in self.batch.generations
-        ]
+        return _without_eos(self.batch)
 
 
-def sample(models: PPOModels, prompts: list[Any], cfg: PPOConfig, step: int, dist: Dist) -> Rollout:
-    """One response per prompt from the policy, with the seed of (seed, step, rank)."""
+def sample(
+    models: PPOModels, prompts: list[Any], cfg: OnlineConfig, step: int, dist: Dist, n: int = 1
+) -> Rollout:
+    """``n`` responses per prompt from the policy (prompt-major), with the seed of (seed, step, rank)."""
     settings = SamplingSettings(
+        n=n,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p,
         seed=rollout_seed(cfg.seed, step, dist.rank),
         return_logprobs=not cfg.recompute_logprobs,
-        batch_size=max(len(prompts), 1),
+        batch_size=max(len(prompts) * n, 1),
         max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
     )
     with models.as_policy() as policy:
@@ -91,26 +94,34 @@ def sample(models: PPOModels, prompts: list[Any], cfg: PPOConfig, step: int, dis
 
 
 def _reward_rows(batch: GenerationBatch, suffix_ids: list[int]) -> list[list[int]]:
-    """Prompt + response (+ the template's suffix after EOS) token ids of each generation, in prompt order."""
-    rows = []
-    for i, g in enumerate(batch.generations):
-        tail = suffix_ids if g.finished else []
-        rows.append(list(g.prompt_ids) + list(g.response_ids) + tail)
-        assert g.prompt_index == i
-    return rows
+    """Prompt + response (+ the template's suffix after EOS) token ids of each generation, in batch order."""
+    return [
+        list(g.prompt_ids) + list(g.response_ids) + (suffix_ids if g.finished else [])
+        for g in batch.generations
+    ]
 
 
 def score_responses(
-    models: PPOModels, rewards: RewardSet, prompts: list[Any], rollout: Rollout, suffix_ids: list[int]
+    models: PPOModels, rewards: RewardSet, records: list[Record], rollout: Rollout, suffix_ids: list[int]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """(B,) combined scores on the models' device, and each reward model's (B,) scores.
+    """(B,) combined scores on the models' device (NaN where a reward function gave None), and each member's.
 
-    The reward models score prompt + response (+ the template's suffix after EOS) at the last real token.
+    The reward models score prompt + response (+ the template's suffix after EOS) at the last real token;
+    the answers to one prompt share its forward where a model can (``groups``). Reward functions get the
+    prompt records' columns, repeated per answer (`rewards.functions.record_columns`), and
+    ``completion_ids``.
     """
+    n = len(rollout.batch.generations) // max(len(records), 1)
     rm_ids, rm_mask = pad_rows(_reward_rows(rollout.batch, suffix_ids), models.tokenizer.pad_token_id)
     token_batch = TokenBatch(rm_ids, rm_mask.bool(), models.tokenizer)
+    columns = {**record_columns(records, n), "completion_ids": rollout.response_tokens()}
     raw_scores, per_model = rewards.score(
-        prompts, rollout.batch.texts, token_batch, rollout.packed.finished.tolist()
+        [r.prompt for r in records for _ in range(n)],
+        rollout.batch.texts,
+        token_batch,
+        rollout.packed.finished.tolist(),
+        groups=[i for i in range(len(records)) for _ in range(n)] if n > 1 else None,
+        columns=columns,
     )
     return raw_scores.to(rollout.sequence_ids.device), per_model  # reward models return CPU scores
 
@@ -120,7 +131,7 @@ EVAL_SEED_OFFSET = 998_244_353  # eval samples draw from their own seeded stream
 
 @torch.no_grad()
 def evaluate_policy(
-    models: PPOModels, rewards: RewardSet, prompts: list[Any], cfg: PPOConfig, suffix_ids: list[int]
+    models: PPOModels, rewards: RewardSet, records: list[Record], cfg: OnlineConfig, suffix_ids: list[int]
 ) -> dict[str, float]:
     """Mean reward-model scores and KL to the reference of fresh samples on held-out prompts.
 
@@ -128,8 +139,9 @@ def evaluate_policy(
     different steps differ only by the policy. Nothing here changes training state.
     """
     out: dict[str, list[float]] = {}
-    for rows in chunks(len(prompts), max(cfg.batch_size, cfg.forward_batch_size)):
-        chunk = prompts[rows]
+    for rows in chunks(len(records), max(cfg.batch_size, cfg.forward_batch_size)):
+        chunk_records = records[rows]
+        chunk = [r.prompt for r in chunk_records]
         settings = SamplingSettings(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
@@ -157,7 +169,11 @@ def evaluate_policy(
         ]
         rm_ids, rm_mask = pad_rows(rm_rows, models.tokenizer.pad_token_id)
         combined, per_model = rewards.score(
-            chunk, batch.texts, TokenBatch(rm_ids, rm_mask.bool(), models.tokenizer), packed.finished.tolist()
+            chunk,
+            batch.texts,
+            TokenBatch(rm_ids, rm_mask.bool(), models.tokenizer),
+            packed.finished.tolist(),
+            columns={**record_columns(chunk_records), "completion_ids": _without_eos(batch)},
         )
         values = {
             "reward/score": combined,
@@ -168,4 +184,10 @@ def evaluate_policy(
         }
         for key, v in values.items():
             out.setdefault(key, []).extend(v.tolist())
-    return {k: sum(v) / len(v) for k, v in out.items() if v}
+    means = {k: [x for x in v if not math.isnan(x)] for k, v in out.items()}  # a reward function's None
+    return {k: sum(v) / len(v) for k, v in means.items() if v}
+
+
+def _without_eos(batch: GenerationBatch) -> list[list[int]]:
+    """Each response's token ids without its stop token."""
+    return [[int(t) for t in g.response_ids[: len(g.response_ids) - (1 if g.finished else 0)]] for g in batch]
