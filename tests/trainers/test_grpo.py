@@ -122,7 +122,9 @@ def test_grpo_end_to_end_with_a_column_reading_function(
     assert meta["trainer"] == "grpo" and meta["kind"] == "policy"
 
 
-def test_the_run_is_a_model_for_sample_eval_and_export(tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys):
+def test_the_run_is_a_model_for_sample_eval_and_export(
+    tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys
+):
     out = tmp_path / "run"
     assert main(args("rloo", tiny_model_dir, prompts_file, out, "--reward-fn", f"{rewards_file}:short",
                      "--max-steps", "2")) == 0, capsys.readouterr().err  # fmt: skip
@@ -266,7 +268,9 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, prompts_file, rewards_f
         assert rc == 2 and message in err and "Traceback" not in err, err
 
 
-def test_two_cpu_processes_under_accelerate_launch(tiny_model_dir, prompts_file, rewards_file, tmp_path, isolated_env):
+def test_two_cpu_processes_under_accelerate_launch(
+    tiny_model_dir, prompts_file, rewards_file, tmp_path, isolated_env
+):
     import os
     import shutil
     import subprocess
@@ -288,3 +292,35 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model_dir, prompts_file,
     assert [r["step"] for r in metrics] == [1, 2]
     assert all(r["train/processes"] == 2.0 for r in metrics)
     assert (out / "checkpoints" / "step-2").is_dir()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "sequence"])
+def test_chunked_update_equals_one_pass(
+    tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys, loss_type
+):
+    """The update runs --forward-batch-size rows at a time; the chunks' losses add up to the whole batch's,
+    so one step gives the same weights whatever the chunk size."""
+    weights = []
+    for size in ("3", "64"):
+        out = tmp_path / f"run-{size}"
+        rc = main(args("grpo", tiny_model_dir, prompts_file, out, "--reward-fn", f"{rewards_file}:letters",
+                       "--max-steps", "1", "--loss-type", loss_type, "--forward-batch-size", size,
+                       "--grad-accum", "2", "--eval-split", "0", "--max-grad-norm", "0"))  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        weights.append(load_file(str(out / "adapter_model.safetensors")))
+    a, b = weights
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-4) for k in a)
+    assert any(not torch.allclose(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)  # it trained
+
+
+def test_judges_as_rewards(tiny_model_dir, prompts_file, tmp_path, capsys):
+    """--reward-judge simulated (pointwise) and a local LM judge (win rate inside each group) train a step."""
+    out = tmp_path / "run"
+    rc = main(args("grpo", tiny_model_dir, prompts_file, out, "--reward-judge", "simulated", "--reward-judge",
+                   str(tiny_model_dir), "--reward-judge-weight", "1", "--reward-judge-weight", "0.5",
+                   "--max-steps", "1", "--eval-split", "0"))  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    row = rows(out)[0]
+    assert "reward/simulated" in row and 0.0 <= row["reward/judge"] <= 1.0
+    # the win rates of a group average to 1/2 (every pair gives one win away)
+    assert row["reward/judge"] == pytest.approx(0.5, abs=1e-5)

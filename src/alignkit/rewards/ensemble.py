@@ -209,9 +209,12 @@ class RewardSet:
         scorer = member.scorer
         if hasattr(scorer, "score_text"):
             texts = list(map(as_conversation, prompts)), list(responses)
+            kwargs: dict[str, Any] = {}
             if getattr(scorer, "takes_columns", False):
-                return scorer.score_text(*texts, columns=columns)
-            return scorer.score_text(*texts)
+                kwargs["columns"] = columns
+            if getattr(scorer, "takes_groups", False):  # a pairwise judge compares the answers to one prompt
+                kwargs["groups"] = groups
+            return scorer.score_text(*texts, **kwargs)
         # Without a chat template the sampler's ids join prompt and answer with nothing between them, but
         # `alignkit rm` trained on prompt + blank line + answer + EOS (`render_conversation`): re-render.
         same = (

@@ -91,6 +91,18 @@ class OnlineConfig(TrainConfig):
     signature fn(prompts, completions, **columns) -> list[float | None]; repeat for several (docs/rewards.md)."""
     reward_fn_weight: list[float] = field(default_factory=list)
     """Weight of each --reward-fn in the combined score, in the same order (default 1 each)."""
+    reward_judge: list[str] = field(default_factory=list)
+    """A judge as a reward: `simulated` (the demo's rule, pointwise), a local model, or an OpenAI-compatible
+    URL (key from ALIGNKIT_JUDGE_API_KEY or OPENAI_API_KEY). Each answer's reward is its win rate against
+    the other answers to the same prompt (docs/rewards.md); repeat for several."""
+    reward_judge_weight: list[float] = field(default_factory=list)
+    """Weight of each --reward-judge in the combined score, in the same order (default 1 each)."""
+    judge_template: str = "helpful"
+    """The --reward-judge's principle: helpful, harmless, honest, or a template file (as `alignkit judge`)."""
+    judge_model: str | None = None
+    """Model name sent to an HTTP --reward-judge."""
+    judge_swap: bool = True
+    """Judge each pair in both orders and average (position bias cancels; twice the judgements)."""
 
     def extra_checks(self) -> list[tuple[bool, str]]:
         """(ok, message) checks of a subclass's own options; `validate` raises the first that fails."""
@@ -168,6 +180,11 @@ class OnlineConfig(TrainConfig):
             raise ConfigError("--reward-combine gate and --reward-gate NAME:THRESHOLD go together")
         if self.eval_data is not None and self.eval_split > 0:
             raise ConfigError("give either --eval-data or --eval-split, not both")
+        if self.reward_judge_weight and len(self.reward_judge_weight) != len(self.reward_judge):
+            raise ConfigError(
+                f"--reward-judge-weight was given {len(self.reward_judge_weight)} times for "
+                f"{len(self.reward_judge)} --reward-judge(s): give one weight per judge, in the same order"
+            )
         if self.reward_fn_weight and len(self.reward_fn_weight) != len(self.reward_fn):
             raise ConfigError(
                 f"--reward-fn-weight was given {len(self.reward_fn_weight)} times for {len(self.reward_fn)} "

@@ -66,6 +66,7 @@ def group_update(
     plist = list(params.values())
     loss_mask = exp.response_mask & exp.finished[:, None] if cfg.mask_truncated else exp.response_mask
     on_policy = cfg.num_iterations == 1 and cfg.num_mini_batches == 1
+    kl_rows: list[torch.Tensor] = []  # on-policy: each answer's KL from the update's own (exact) forward
     for iteration in range(cfg.num_iterations):
         if on_policy:
             order = torch.arange(B)
@@ -81,9 +82,11 @@ def group_update(
                     continue
                 weight = 1.0 if cfg.loss_type == "dapo" else idx.numel() / minibatch.numel()
                 with models.training():
-                    micro = _micro_batch_backward(
+                    micro, seq_kl = _micro_batch_backward(
                         models, exp, idx, loss_mask, cfg, weight, tokens, on_policy, step, checkpoint
                     )
+                if on_policy:
+                    kl_rows.append(seq_kl)
                 for k, v in micro.items():
                     stats[f"{kind}/{k}"].append(v)
             dist.average_gradients(plist)
@@ -97,6 +100,10 @@ def group_update(
             optimizer.zero_grad(set_to_none=True)
     out = {k: sum(v) / len(v) for k, v in stats.items() if v}
     out[f"{kind}/updates"] = float(cfg.num_iterations * cfg.num_mini_batches)
+    if kl_rows and not cfg.recompute_logprobs:
+        # the rollout's KL came from the sampler's log-probs (another precision); this is the training pass's
+        k1, k3 = torch.cat(kl_rows).mean(0).tolist()
+        out.update({"kl/ref": k1, "kl/ref_k3": k3})
     return out
 
 
@@ -111,20 +118,67 @@ def _micro_batch_backward(
     on_policy: bool,
     step: int,
     checkpoint: Path | None,
-) -> dict[str, float]:
-    """Accumulate the gradient of ``weight · loss`` on rows ``idx``; return the micro-batch's statistics."""
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Accumulate the gradient of ``weight · loss`` on rows ``idx``, ``forward_batch_size`` rows at a time.
+
+    The loss of the micro-batch is a sum over its chunks, each scaled so that the total is exactly the
+    micro-batch's loss (an answer mean weighs a chunk by its share of the rows; bnpo divides by the
+    micro-batch's token count): the peak memory is one chunk's activations whatever the batch.
+    Returns the statistics (chunk means, averaged) and each answer's KL to the reference (k1 and k3
+    summed over its tokens, (b, 2)) under the policy before this update's step.
+    """
     idx = idx.to(exp.sequence_ids.device)
-    ids, mask, response_ids = exp.sequence_ids[idx], exp.sequence_mask[idx], exp.response_ids[idx]
-    m = loss_mask[idx]
+    micro_tokens = float(loss_mask[idx].sum())
+    stats: dict[str, list[float]] = defaultdict(list)
+    kls = []
+    for rows in idx.split(cfg.forward_batch_size):
+        share = rows.numel() / idx.numel()
+        chunk_stats, seq_kl = _chunk_backward(
+            models,
+            exp,
+            rows,
+            loss_mask,
+            cfg,
+            weight,
+            share,
+            tokens,
+            micro_tokens,
+            on_policy,
+            step,
+            checkpoint,
+        )
+        for k, v in chunk_stats.items():
+            stats[k].append(v)
+        kls.append(seq_kl)
+    return {k: sum(v) / len(v) for k, v in stats.items()}, torch.cat(kls)
+
+
+def _chunk_backward(
+    models: PPOModels,
+    exp: Experience,
+    rows: torch.Tensor,
+    loss_mask: torch.Tensor,
+    cfg: GRPOConfig,
+    weight: float,
+    share: float,
+    tokens: float,
+    micro_tokens: float,
+    on_policy: bool,
+    step: int,
+    checkpoint: Path | None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One chunk's forward and backward: ``weight`` · its part of the micro-batch's loss (see the caller)."""
+    ids, mask, response_ids = exp.sequence_ids[rows], exp.sequence_mask[rows], exp.response_ids[rows]
+    m = loss_mask[rows]
     assert exp.sequence_advantages is not None  # the critic-free estimators give one advantage per answer
-    advantages = exp.sequence_advantages[idx]
+    advantages = exp.sequence_advantages[rows]
     with models.as_policy() as policy:
         logps, entropy = models.token_logps(
             policy, ids, mask, response_ids, cfg.temperature, with_entropy=True
         )
     # on-policy (one update per rollout) the ratio is 1 with the gradient of log π: TRL's logps.detach()
-    old = logps.detach() if on_policy else exp.old_logps[idx]
-    ref = exp.ref_logps[idx]
+    old = logps.detach() if on_policy else exp.old_logps[rows]
+    ref = exp.ref_logps[rows]
     beta = cfg.beta if cfg.kl_in == "loss" else 0.0
     if cfg.loss_type == "sequence":
         clipped = clipped_sequence_loss(logps, old, advantages, m, cfg.epsilon, cfg.epsilon_upper)
@@ -137,27 +191,38 @@ def _micro_batch_backward(
             "clip_ratio/high_mean": clipped.high_clipped[answered].float().mean(),
             "clip_ratio/region_mean": (clipped.low_clipped | clipped.high_clipped)[answered].float().mean(),
         }
+        scaled = share * loss
     else:
         clipped = clipped_token_loss(logps, old, advantages, cfg.epsilon, cfg.epsilon_upper)
         per_token = clipped.loss + kl_loss_term(logps, ref, beta)
-        loss = aggregate_token_loss(per_token, m, cfg.loss_type, cfg.max_new_tokens, tokens)
+        if cfg.loss_type in ("bnpo", "dapo"):  # token sums over a fixed count: chunks add up exactly
+            count = micro_tokens if cfg.loss_type == "bnpo" else tokens
+            loss = aggregate_token_loss(per_token, m, "dapo", num_items=count)
+            scaled = loss
+        else:
+            loss = aggregate_token_loss(per_token, m, cfg.loss_type, cfg.max_new_tokens)
+            scaled = share * loss
         fractions = clip_fractions(clipped, m)
     loop.check_finite(loss.detach(), step, "the policy loss", checkpoint)
-    (weight * loss).backward()
+    (weight * scaled).backward()
     with torch.no_grad():
-        kl = masked_mean(kl_penalty(logps.detach(), ref, "k3"), m)
-        approx_kl = masked_mean(0.5 * (logps.detach() - exp.old_logps[idx]) ** 2, m)
-    assert entropy is not None
-    stats = {
-        "loss": float(loss.detach()),
-        "kl_k3": float(kl),
-        "approx_kl": float(approx_kl),
-        "entropy": float(masked_mean(entropy, m)),
-        "clip_low": float(fractions["clip_ratio/low_mean"]),
-        "clip_high": float(fractions["clip_ratio/high_mean"]),
-        "clip_region": float(fractions["clip_ratio/region_mean"]),
-    }
-    return {k: v for k, v in stats.items() if v == v}  # a micro-batch of empty answers has no means
+        k3 = kl_penalty(logps.detach(), ref, "k3")
+        real = exp.response_mask[rows]
+        zero = torch.zeros((), device=k3.device)
+        seq_kl = torch.stack(
+            [torch.where(real, logps.detach() - ref, zero).sum(1), torch.where(real, k3, zero).sum(1)], 1
+        )
+        stats = {
+            "loss": float(loss.detach()),
+            "kl_k3": float(masked_mean(k3, m)),
+            "entropy": float(masked_mean(entropy, m)) if entropy is not None else float("nan"),
+            "clip_low": float(fractions["clip_ratio/low_mean"]),
+            "clip_high": float(fractions["clip_ratio/high_mean"]),
+            "clip_region": float(fractions["clip_ratio/region_mean"]),
+        }
+        if not on_policy:  # how far this update has moved from the rollout policy
+            stats["approx_kl"] = float(masked_mean(0.5 * (logps.detach() - exp.old_logps[rows]) ** 2, m))
+    return {k: v for k, v in stats.items() if v == v}, seq_kl  # a chunk of empty answers has no means
 
 
 # ------------------------------------------------------------------------------------------- warnings

@@ -73,11 +73,14 @@ class GRPOConfig(OnlineConfig):
     """Updates per rollout (GRPO's mu); above 1 the ratio pi/pi_old is that of the rollout policy."""
     mask_truncated: bool = False
     """Leave answers cut at --max-new-tokens out of the loss (DAPO's overlong filtering)."""
+    forward_batch_size: int = 8
+    """Answers per forward pass: the reference's (no grad), and the update's forward + backward, whose peak
+    memory is that many answers' activations (the losses of the chunks add up to the whole batch's)."""
     recompute_logprobs: bool = False
-    """Recompute the rollout's log-probs with a training-precision forward pass. Off: the sampler's are used,
-    for the logged KL and the KL in the reward only, since one update per rollout takes its ratio from the
-    update's own forward (TRL does the same); with --num-iterations or --num-mini-batches above 1 they are
-    always recomputed, as the ratio then needs them."""
+    """Recompute the rollout's log-probs with a training-precision forward pass. Off: one update per rollout
+    takes its ratio and the logged KL from the update's own forward (TRL does the same), so no extra pass is
+    needed; they are always recomputed with --num-iterations or --num-mini-batches above 1 (the ratio needs
+    them) and when the KL goes in the reward (--kl-in reward with --beta > 0)."""
     all_equal_warn_steps: int = 5
     """Warn when every group's rewards have been equal for this many steps in a row (no learning signal)."""
 
@@ -112,8 +115,9 @@ class GRPOConfig(OnlineConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_iterations > 1 or self.num_mini_batches > 1:
-            self.recompute_logprobs = True  # the ratio pi/pi_old of a later update needs pi_old exactly
+        if self.num_iterations > 1 or self.num_mini_batches > 1 or (self.kl_in == "reward" and self.beta > 0):
+            # the ratio pi/pi_old of a later update, and a KL that enters the reward, need pi_old exactly
+            self.recompute_logprobs = True
 
     @property
     def epsilon_upper(self) -> float:

@@ -141,10 +141,11 @@ def run_online(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> dict[str, Any]:
 
 def setup(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
     """Seed, open the run, load prompts and models, build the optimizer and the controllers."""
-    if not cfg.reward_model and not cfg.reward_fn:
+    if not cfg.reward_model and not cfg.reward_fn and not cfg.reward_judge:
         raise UserError(
-            "no reward: pass --reward-model DIR (an `alignkit rm` run or a classifier checkpoint) or "
-            "--reward-fn FILE.py:NAME (a Python reward function, or a built-in: math, length, ifeval)"
+            "no reward: pass --reward-model DIR (an `alignkit rm` run or a classifier checkpoint), "
+            "--reward-fn FILE.py:NAME (a Python reward function, or a built-in: math, length, ifeval) "
+            "or --reward-judge (simulated, a local model or an HTTP endpoint)"
         )
     dist = Dist()
     torch.manual_seed(cfg.seed)
@@ -177,6 +178,7 @@ def setup(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> OnlineLoop:
 def _load_models(cfg: OnlineConfig, algorithm: OnlineAlgorithm, dist: Dist) -> tuple[PPOModels, RewardSet]:
     """The policy/reference(/value) roles, then the reward models (sharing the base when they can) and functions."""
     functions = reward_function_members(cfg.reward_fn, cfg.reward_fn_weight or None)  # bad specs fail first
+    functions += _judge_members(cfg)
     models = build_models(cfg, with_value=algorithm.estimator.needs_value)
     reward_set = load_reward_set(
         cfg.reward_model,
@@ -196,6 +198,34 @@ def _load_models(cfg: OnlineConfig, algorithm: OnlineAlgorithm, dist: Dist) -> t
     if dist.is_main:
         print_roles(models, reward_set.members)
     return models, reward_set
+
+
+def _judge_members(cfg: OnlineConfig) -> list[Any]:
+    """`RewardSet` members for --reward-judge: `simulated` pointwise, any other judge as a win rate."""
+    from alignkit.feedback.config import JudgeConfig
+    from alignkit.feedback.judge import make_judge
+    from alignkit.feedback.templates import load_template
+    from alignkit.rewards.ensemble import unique_names
+    from alignkit.rewards.judges import judge_member
+
+    members = []
+    names = unique_names(
+        ["simulated" if s.strip().lower() == "simulated" else "judge" for s in cfg.reward_judge]
+    )
+    for i, (spec, name) in enumerate(zip(cfg.reward_judge, names, strict=True)):
+        weight = cfg.reward_judge_weight[i] if cfg.reward_judge_weight else 1.0
+        if spec.strip().lower() == "simulated":
+            members.append(judge_member(None, name, weight))
+            continue
+        jc = JudgeConfig(
+            judge=spec, judge_model=cfg.judge_model, template=cfg.judge_template, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+        )  # fmt: skip
+        jc.validate()
+        members.append(
+            judge_member(make_judge(jc, load_template(cfg.judge_template)), name, weight, cfg.judge_swap)
+        )
+    return members
 
 
 def _load_prompts(cfg: OnlineConfig, main: bool = True) -> tuple[list[Record], list[Record]]:

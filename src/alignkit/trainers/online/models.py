@@ -404,8 +404,10 @@ def init_value_from_reward(models: PPOModels, reward_dir: Path) -> bool:
 
 
 def print_roles(models: PPOModels, reward_members: list[Any]) -> None:
-    shared = [m.name for m in reward_members if getattr(m.scorer, "shared", False)]
-    own = [m.name for m in reward_members if not getattr(m.scorer, "shared", False)]
+    functions = [m.name for m in reward_members if hasattr(m.scorer, "score_text")]
+    models_ = [m for m in reward_members if not hasattr(m.scorer, "score_text")]
+    shared = [m.name for m in models_ if getattr(m.scorer, "shared", False)]
+    own = [m.name for m in models_ if not getattr(m.scorer, "shared", False)]
     if models.lora:
         names = ", ".join(lora.adapter_names(models.policy))
         console.info(f"one base model ({models.base_name}) with adapters: {names}; reference = adapters off")
@@ -413,5 +415,7 @@ def print_roles(models: PPOModels, reward_members: list[Any]) -> None:
         console.info(f"reward model(s) on the shared base: {', '.join(shared)}")
     if own:
         console.info(f"reward model(s) loaded separately (another base or a full model): {', '.join(own)}")
+    if functions:
+        console.info(f"reward function(s): {', '.join(functions)}")
     for note in models.notes:
         console.info(note)
