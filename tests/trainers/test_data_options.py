@@ -94,7 +94,7 @@ def test_format_reaches_every_loader(tmp_path, blind_detector):
     from alignkit.sampling import run as sample_run
     from alignkit.sampling.config import SampleConfig
     from alignkit.trainers.dpo_config import DPOConfig
-    from alignkit.trainers.online import loop as online_loop
+    from alignkit.trainers.online import inputs as online_inputs
     from alignkit.trainers.online.config import PPOConfig
     from alignkit.trainers.trl.data import load_train_eval
 
@@ -105,7 +105,7 @@ def test_format_reaches_every_loader(tmp_path, blind_detector):
     )
     assert (len(train), len(held_out), stats.format) == (12, 3, "trl-preference")
     ppo = build_config(PPOConfig, None, {"prompts": str(data), "eval_data": str(evals), **fmt})
-    assert [len(p) for p in online_loop._load_prompts(ppo)] == [12, 3]
+    assert [len(p) for p in online_inputs.load_prompts(ppo)] == [12, 3]
     assert (
         len(sample_run._load_prompts(build_config(SampleConfig, None, {"prompts": str(data), **fmt}))) == 12
     )
@@ -116,15 +116,15 @@ def test_format_reaches_every_loader(tmp_path, blind_detector):
 
 def test_ppo_says_when_its_prompts_come_from_preference_pairs(tmp_path, capsys):
     """`ppo --prompts PAIRS` trains on their prompts: one info line says so; a prompt file gets none."""
-    from alignkit.trainers.online import loop as online_loop
+    from alignkit.trainers.online import inputs as online_inputs
     from alignkit.trainers.online.config import PPOConfig
 
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    online_loop._load_prompts(build_config(PPOConfig, None, {"prompts": str(pairs)}))
+    online_inputs.load_prompts(build_config(PPOConfig, None, {"prompts": str(pairs)}))
     err = capsys.readouterr().err
     assert f"{pairs} holds preference data" in err and "answers in it are not used" in err
     assert len(err.strip().splitlines()) == 1
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(3)))
-    online_loop._load_prompts(build_config(PPOConfig, None, {"prompts": str(prompts)}))
+    online_inputs.load_prompts(build_config(PPOConfig, None, {"prompts": str(prompts)}))
     assert capsys.readouterr().err == ""

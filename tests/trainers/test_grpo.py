@@ -324,3 +324,17 @@ def test_judges_as_rewards(tiny_model_dir, prompts_file, tmp_path, capsys):
     assert "reward/simulated" in row and 0.0 <= row["reward/judge"] <= 1.0
     # the win rates of a group average to 1/2 (every pair gives one win away)
     assert row["reward/judge"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_ppo_takes_reward_functions_too(tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys):
+    """The reward sources are the loop's: ppo trains on a function (None scores 0 there) with its value model."""
+    out = tmp_path / "run"
+    rc = main(["ppo", "--model", str(tiny_model_dir), "--prompts", str(prompts_file), "--output", str(out),
+               "--reward-fn", f"{rewards_file}:some_none", "--batch-size", "4", "--max-new-tokens", "6",
+               "--max-length", "64", "--dtype", "fp32", "--lora-r", "4", "--lora-alpha", "8", "--max-steps", "2",
+               "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    metrics = rows(out)
+    assert "reward/some_none" in metrics[0] and "ppo/value_loss" in metrics[0]
+    assert all(v == v for r in metrics for k, v in r.items() if k.startswith("ppo/"))
+    assert (out / "value" / "value_head.safetensors").is_file()

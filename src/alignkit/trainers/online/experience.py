@@ -114,6 +114,9 @@ def make_experience(
         )
         returns = advantages
     else:  # per-token rewards, then the estimator's advantages and returns
+        scores = torch.nan_to_num(
+            scores, nan=0.0
+        )  # PPO: an answer without a reward (a function's None) scores 0
         kl, rewards_t = kl_shaped_rewards(scores, old_logps, ref_logps, rollout.response_mask, cfg, kl_coef)
         advantages, returns = estimator(rewards_t, values, rollout.response_mask)
 
