@@ -338,3 +338,56 @@ def test_ppo_takes_reward_functions_too(tiny_model_dir, prompts_file, rewards_fi
     assert "reward/some_none" in metrics[0] and "ppo/value_loss" in metrics[0]
     assert all(v == v for r in metrics for k, v in r.items() if k.startswith("ppo/"))
     assert (out / "value" / "value_head.safetensors").is_file()
+
+
+def test_shared_prompt_packing_gives_the_same_step(
+    tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys
+):
+    """--share-prompts (each group's prompt forwarded once, answers packed) against plain rows: one step,
+    the same reference log-probs and the same weights (fp32)."""
+    out = {}
+    for flag in ("--share-prompts", "--no-share-prompts"):
+        run = tmp_path / flag.strip("-")
+        rc = main(args("grpo", tiny_model_dir, prompts_file, run, "--reward-fn", f"{rewards_file}:letters",
+                       "--max-steps", "1", "--eval-split", "0", flag))  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        out[flag] = (rows(run)[0], load_file(str(run / "adapter_model.safetensors")))
+    (row_a, w_a), (row_b, w_b) = out.values()
+    assert row_a["kl/ref"] == pytest.approx(row_b["kl/ref"], abs=1e-5)
+    assert row_a["grpo/loss"] == pytest.approx(row_b["grpo/loss"], rel=1e-4, abs=1e-6)
+    assert all(torch.allclose(w_a[k], w_b[k], atol=1e-6, rtol=1e-4) for k in w_a)
+
+
+def test_packed_log_probs_equal_plain_ones(tiny_model_dir):
+    """`packed_token_logps` against `token_logps` on groups with answers of different lengths (fp32)."""
+    from alignkit.trainers.online.distributed import Dist
+    from alignkit.trainers.online.models import build_models
+    from alignkit.trainers.online.packed import can_pack, packed_token_logps
+    from alignkit.trainers.online.rollout import sample
+
+    cfg = build_config(GRPOConfig, None, dict(model=str(tiny_model_dir), prompts="p.jsonl", dtype="fp32",
+                                              max_new_tokens=8, max_length=64, lora_r=4, lora_alpha=8))  # fmt: skip
+    models = build_models(cfg, with_value=False)
+    generator = torch.Generator().manual_seed(0)
+    for name, p in sorted(models.policy.named_parameters()):
+        if "lora_B" in name:
+            p.data.copy_(torch.randn(p.shape, generator=generator) * 0.05)  # the policy differs from the base
+    rollout = sample(models, [p for p, _ in PROMPTS[:3]], cfg, 1, Dist(), n=4)
+    lengths = torch.tensor([8, 3, 5, 1] * 3)  # answers of several lengths (the tiny model never stops)
+    P = rollout.sequence_ids.shape[1] - 8
+    rollout.response_mask = torch.arange(8)[None, :] < lengths[:, None]
+    rollout.sequence_mask = rollout.sequence_mask.clone()
+    rollout.sequence_mask[:, P:] = rollout.response_mask
+    with models.as_policy() as policy:
+        assert can_pack(policy)
+        plain, plain_entropy = models.token_logps(
+            policy, rollout.sequence_ids, rollout.sequence_mask, rollout.response_ids, 0.7, with_entropy=True
+        )
+        packed, packed_entropy = packed_token_logps(
+            models, policy, rollout.sequence_ids, rollout.sequence_mask, rollout.response_ids,
+            rollout.response_mask, [i // 4 for i in range(12)], 0.7, with_entropy=True,
+        )  # fmt: skip
+    real = rollout.response_mask
+    assert torch.allclose(packed[real], plain[real], atol=1e-4)
+    assert torch.allclose(packed_entropy[real], plain_entropy[real], atol=1e-4)
+    assert (packed[~real] == 0).all()

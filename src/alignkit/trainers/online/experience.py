@@ -99,7 +99,7 @@ def make_experience(
     t0 = time.perf_counter()
     rollout = sample(models, prompts, cfg, step, dist, n=group)
     t_gen = time.perf_counter() - t0
-    old_logps, ref_logps, values = _forward_passes(models, rollout, cfg, step, estimator.needs_value)
+    old_logps, ref_logps, values = _forward_passes(models, rollout, cfg, step, estimator.needs_value, group)
     raw_scores, per_model = score_responses(models, rewards, records, rollout, suffix_ids)
     t_score = time.perf_counter() - t0 - t_gen
     scores = shape_scores(raw_scores, rollout.finished, cfg, moments, dist)
@@ -152,13 +152,15 @@ def make_experience(
 
 
 def _forward_passes(
-    models: PPOModels, rollout: Rollout, cfg: OnlineConfig, step: int, with_values: bool
+    models: PPOModels, rollout: Rollout, cfg: OnlineConfig, step: int, with_values: bool, group: int = 1
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """(old_logps, ref_logps, values), each (B, R) and 0 on padding; values None unless ``with_values``.
 
     No-grad forwards in the training precision (Huang et al.: same temperature everywhere).
-    The policy's log-probs are the sampler's unless --recompute-logprobs.
+    The policy's log-probs are the sampler's unless --recompute-logprobs. With answers in groups of
+    ``group`` (and ``cfg.share_prompts``) each group's prompt is forwarded once (`packed`).
     """
+    logps_of = _logps_function(models, cfg, group)
     ids, mask, response_ids = rollout.sequence_ids, rollout.sequence_mask, rollout.response_ids
     response_mask, device = rollout.response_mask, rollout.sequence_ids.device
     B, R = response_ids.shape
@@ -168,13 +170,9 @@ def _forward_passes(
     for rows in chunks(B, cfg.forward_batch_size):
         if cfg.recompute_logprobs:
             with models.as_policy() as policy:
-                old_logps[rows] = models.token_logps(
-                    policy, ids[rows], mask[rows], response_ids[rows], cfg.temperature
-                )[0]
+                old_logps[rows] = logps_of(policy, rollout, rows)
         with models.as_reference() as reference:
-            ref_logps[rows] = models.token_logps(
-                reference, ids[rows], mask[rows], response_ids[rows], cfg.temperature
-            )[0]
+            ref_logps[rows] = logps_of(reference, rollout, rows)
         if values is not None:
             with models.as_value() as value_model:
                 values[rows] = models.values(value_model, ids[rows], mask[rows], R)
@@ -192,6 +190,29 @@ def _forward_passes(
                 "is intact (--resume continues from it); lower --lr or --vf-coef, or use --value-clip-range"
             )
     return old_logps, ref_logps, values
+
+
+def _logps_function(models: PPOModels, cfg: OnlineConfig, group: int) -> Any:
+    """(model, rollout, rows) -> (b, R) log-probs of those rows: packed by group where it can be, else plain."""
+    from alignkit.trainers.online.packed import can_pack, packed_token_logps
+
+    def plain(model: Any, rollout: Rollout, rows: slice) -> Tensor:
+        r = rollout
+        return models.token_logps(
+            model, r.sequence_ids[rows], r.sequence_mask[rows], r.response_ids[rows], cfg.temperature
+        )[0]
+
+    def packed(model: Any, rollout: Rollout, rows: slice) -> Tensor:
+        if not can_pack(model):
+            return plain(model, rollout, rows)
+        r = rollout
+        groups = [i // group for i in range(rows.start, rows.stop)]
+        return packed_token_logps(
+            models, model, r.sequence_ids[rows], r.sequence_mask[rows], r.response_ids[rows], r.response_mask[rows],
+            groups, cfg.temperature,
+        )[0]  # fmt: skip
+
+    return packed if group > 1 and getattr(cfg, "share_prompts", False) else plain
 
 
 def shape_scores(

@@ -44,6 +44,7 @@ from alignkit.trainers.online.experience import Experience
 from alignkit.trainers.online.grpo_config import GRPOConfig, RLOOConfig
 from alignkit.trainers.online.loop import OnlineAlgorithm, OnlineLoop, run_online
 from alignkit.trainers.online.models import PPOModels
+from alignkit.trainers.online.packed import can_pack, packed_token_logps
 from alignkit.trainers.online.rollout import rollout_seed
 
 # ------------------------------------------------------------------------------------------- the update
@@ -173,9 +174,16 @@ def _chunk_backward(
     assert exp.sequence_advantages is not None  # the critic-free estimators give one advantage per answer
     advantages = exp.sequence_advantages[rows]
     with models.as_policy() as policy:
-        logps, entropy = models.token_logps(
-            policy, ids, mask, response_ids, cfg.temperature, with_entropy=True
-        )
+        if cfg.share_prompts and exp.group_size > 1 and can_pack(policy):
+            groups = (rows // exp.group_size).tolist()
+            logps, entropy = packed_token_logps(
+                models, policy, ids, mask, response_ids, exp.response_mask[rows], groups, cfg.temperature,
+                with_entropy=True,
+            )  # fmt: skip
+        else:
+            logps, entropy = models.token_logps(
+                policy, ids, mask, response_ids, cfg.temperature, with_entropy=True
+            )
     # on-policy (one update per rollout) the ratio is 1 with the gradient of log π: TRL's logps.detach()
     old = logps.detach() if on_policy else exp.old_logps[rows]
     ref = exp.ref_logps[rows]

@@ -75,7 +75,11 @@ class GRPOConfig(OnlineConfig):
     """Leave answers cut at --max-new-tokens out of the loss (DAPO's overlong filtering)."""
     forward_batch_size: int = 8
     """Answers per forward pass: the reference's (no grad), and the update's forward + backward, whose peak
-    memory is that many answers' activations (the losses of the chunks add up to the whole batch's)."""
+    memory is that many answers' activations (the losses of the chunks add up to the whole batch's). With
+    --share-prompts, a multiple of --group-size keeps each group in one packed pass."""
+    share_prompts: bool = True
+    """Forward each group's prompt once, its answers packed after it under a block mask, in the update and the
+    reference pass: G (P + R) tokens become P + G R per prompt, with the same log-probs (to rounding)."""
     recompute_logprobs: bool = False
     """Recompute the rollout's log-probs with a training-precision forward pass. Off: one update per rollout
     takes its ratio and the logged KL from the update's own forward (TRL does the same), so no extra pass is
