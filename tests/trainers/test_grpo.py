@@ -139,6 +139,14 @@ def test_the_run_is_a_model_for_sample_eval_and_export(
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trainer"] == "rloo"
     rc = main(["plot", str(out), "--output", str(tmp_path / "plots"), "--quiet"])
     assert rc == 0, capsys.readouterr().err
+    assert list((tmp_path / "plots").glob("*.png"))
+    from alignkit.plots.sources import read_run
+
+    assert read_run(out).command == "rloo"
+    rc = main(["eval", "policy", "--policy", str(out), "--prompts", str(prompts_file), "--judge", "simulated",
+               "--max-new-tokens", "4", "--limit", "3", "--dtype", "fp32", "--json", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "win_rate" in capsys.readouterr().out
 
 
 def test_rloo_defaults_and_kl_in_the_reward(tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys):

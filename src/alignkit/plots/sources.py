@@ -31,8 +31,9 @@ CONFIG_MARKERS = {
     "rm": "center_rewards",
     "dpo": "label_smoothing",
     "kto": "desirable_weight",
+    "grpo": "group_size",  # rloo's config has it too: its runs are told apart by alignkit_model.json or metrics
 }
-TRAINERS = ("rm", "dpo", "kto", "sft", "ppo")
+TRAINERS = ("rm", "dpo", "kto", "sft", "ppo", "grpo", "rloo")
 # `Run.create` names a run without --output ``runs/<command>-YYYYmmdd-HHMMSS``.
 DEFAULT_RUN_NAME = re.compile(r"^(" + "|".join(TRAINERS) + r")-\d{8}-\d{6}$")
 
@@ -42,7 +43,7 @@ class RunData:
     """One run directory's metrics, as series: metric name -> [(step, value)] in logged order."""
 
     path: Path
-    command: str | None  # rm, dpo, kto, sft, ppo; None when the directory does not say
+    command: str | None  # rm, dpo, kto, sft, ppo, grpo, rloo; None when the directory does not say
     rows: list[dict[str, Any]]  # the metrics.jsonl rows (objects with an int "step")
     label: str = ""  # legend name: "<dir name> (<command>)", set by `label_inputs`
 
@@ -172,8 +173,9 @@ def run_command(path: Path, rows: list[dict[str, Any]]) -> str | None:
     m = DEFAULT_RUN_NAME.match(path.resolve().name)
     if m:
         return m.group(1)
-    if any(k.startswith("ppo/") for r in rows for k in r):
-        return "ppo"
+    for command in ("ppo", "grpo", "rloo"):
+        if any(k.startswith(f"{command}/") for r in rows for k in r):
+            return command
     return None
 
 
