@@ -158,3 +158,25 @@ def tiny_model(tiny_model_dir: Path):
     from alignkit.models.registry import load_model
 
     return load_model(str(tiny_model_dir), dtype="fp32")
+
+
+# Whether the browser tests of `label --web` run (they need Playwright and a Chromium): said plainly in every
+# run that collects them, also under -q, where pytest shows no header.
+_BROWSER_TESTS = pytest.StashKey[bool]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from label_web import browser_report_line
+
+    return [browser_report_line()]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[_BROWSER_TESTS] = any("label_web_browser" in item.nodeid for item in session.items)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if config.stash.get(_BROWSER_TESTS, False):
+        from label_web import browser_report_line
+
+        terminalreporter.write_line(browser_report_line())

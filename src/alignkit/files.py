@@ -29,8 +29,12 @@ __all__ = [
 ]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; an `OSError` (a full disk, permissions) names ``path``."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically; an `OSError` (a full disk, permissions) names ``path``.
+
+    ``mode`` (e.g. ``0o600`` for a file holding secrets) is the file's mode from its first byte on; by default
+    the mode open() would give.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")  # mkstemp's own name below; this one only for errors
     try:
@@ -38,7 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

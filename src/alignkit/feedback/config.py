@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alignkit.config import DEFAULT_MODEL
 from alignkit.errors import ConfigError
@@ -48,15 +48,87 @@ class LabelConfig:
     skip_invalid: bool = False
     """Skip invalid candidate records instead of stopping at the first."""
     stats: str | None = None
-    """Instead of labelling: report counts, ties, agreement and position bias of this label file."""
+    """Instead of labelling: report counts, ties, agreement and position bias of this label file (the same as `alignkit label stats LABELS`)."""
     json: bool = False
     """Print one JSON object on stdout (the stats, or a summary after labelling)."""
+    web: bool = False
+    """Serve a labelling page for a team (--annotators) in the browser instead of the terminal UI."""
+    annotators: str | None = None
+    """--web: the annotators' names, comma-separated (alice,bob,carol); each gets a URL with a secret token."""
+    overlap: int = 1
+    """--web: how many annotators judge each item (2 or more measures agreement; at most the number of annotators)."""
+    host: str = "127.0.0.1"
+    """--web: the interface to listen on; any other than 127.0.0.1/localhost/::1 lets other machines in (a warning says so)."""
+    port: int = 8765
+    """--web: the port to listen on (0: any free one)."""
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.annotator is not None and not self.annotator.strip():
             raise ConfigError("--annotator must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.stats is not None or not self.web:
+            if self.annotators is not None and self.stats is None:
+                raise ConfigError("--annotators is for --web; the terminal UI takes one --annotator NAME")
+            return
+        if self.annotator is not None:
+            raise ConfigError(
+                "--web takes --annotators NAME,NAME,... (each gets a URL); --annotator is for the terminal"
+            )
+        names = self.annotator_names()
+        if not 1 <= self.overlap <= len(names):
+            raise ConfigError(
+                f"--overlap must be between 1 and the number of annotators ({len(names)}), got {self.overlap}"
+            )
+        if not self.host.strip():
+            raise ConfigError("--host must not be empty (127.0.0.1 serves this machine only)")
+
+    def annotator_names(self) -> list[str]:
+        """The --annotators names (checked: at least one, distinct, printable, at most 64 characters)."""
+        if not self.annotators or not self.annotators.strip():
+            raise ConfigError("--web needs --annotators NAME,NAME,... (one URL is printed for each)")
+        names = [n.strip() for n in self.annotators.split(",")]
+        for name in names:
+            if not name or len(name) > 64 or not name.isprintable():
+                raise ConfigError(
+                    f"--annotators: {name!r} is not a name (1 to 64 printable characters, separated by commas)"
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"--annotators names each person once; repeated: {', '.join(repeated)}")
+        return names
+
+
+@dataclass
+class LabelStatsConfig:
+    """`alignkit label stats`."""
+
+    labels: str = field(default="", metadata={"metavar": "LABELS"})
+    """The label file (written by `alignkit label`, `label --web` or `judge`)."""
+    json: bool = False
+    """Print the stats as one JSON object on stdout instead of tables."""
+
+
+@dataclass
+class LabelAggregateConfig:
+    """`alignkit label aggregate`."""
+
+    labels: str = field(default="", metadata={"metavar": "LABELS"})
+    """The label file (written by `alignkit label`, `label --web` or `judge`)."""
+    output: str | None = None
+    """Preference file (JSONL, prompt/chosen/rejected) to write; `alignkit rm`, `dpo` and `kto` read it as it is."""
+    min_votes: int = 1
+    """Keep an item only when at least this many annotators judged it (ties and can't-judge count as votes)."""
+    json: bool = False
+    """Print the summary as one JSON object on stdout."""
+
+    def validate(self) -> None:
+        if not self.output:
+            raise ConfigError("--output PREFERENCES.jsonl is required (the preference file to write)")
+        if self.min_votes < 1:
+            raise ConfigError(f"--min-votes must be at least 1, got {self.min_votes}")
 
 
 @dataclass

@@ -11,7 +11,8 @@ An `Item` is one prompt and its distinct answers. Two sources:
 same item has the same id in any file, for any annotator. The dataset fingerprint is a hash of the sorted
 item ids; the label store uses it to refuse mixing labels of two datasets in one file.
 
-Answer order is shuffled per item with a seeded generator (``seed`` and ``item_id``): `shown_order`.
+Answer order is shuffled per item with a seeded generator (``seed`` and ``item_id``; on the web page also
+the annotator): `shown_order`.
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ def dataset_fingerprint(item_ids: list[str]) -> str:
     return _digest(sorted(set(item_ids)))[:16]
 
 
-def shown_order(item: Item, seed: int, k: int | None = None) -> tuple[int, ...]:
-    """Indexes into ``item.answers`` in the order shown (the first ``k``); the same for the same seed."""
+def shown_order(item: Item, seed: int, k: int | None = None, annotator: str | None = None) -> tuple[int, ...]:
+    """Indexes into ``item.answers`` in the order shown (the first ``k``); the same for the same seed.
+
+    With ``annotator`` (the web page) each annotator gets an order of their own, so that two people judging
+    one item do not see the same answer first: position bias then averages out of the majority vote.
+    """
     order = list(range(len(item.answers)))
-    random.Random(f"{seed}:{item.item_id}").shuffle(order)  # str seeds are stable across processes
+    key = f"{seed}:{item.item_id}" if annotator is None else f"{seed}:{annotator}:{item.item_id}"
+    random.Random(key).shuffle(order)  # str seeds are stable across processes
     return tuple(order[:k] if k else order)
 
 

@@ -24,14 +24,23 @@ import os
 import select
 import signal
 import sys
+import time
 from typing import Any
 
 from alignkit import console
 from alignkit.errors import UserError
 from alignkit.feedback.config import LabelConfig, default_annotator, require_paths
-from alignkit.feedback.items import Item, conv_json, load_candidates, shown_order
+from alignkit.feedback.items import Item, load_candidates, shown_order
 from alignkit.feedback.label_view import PAIR_HELP, RANK_HELP, build_view
-from alignkit.feedback.store import LabelStore, tied_answers
+from alignkit.feedback.store import (
+    LabelStore,
+    choice_fields,
+    rank_fields,
+    ranks_from_groups,
+    tie_fields,
+)
+
+__all__ = ["KeyReader", "LabelSession", "parse_rank_order", "ranks_from_groups", "run_label"]
 
 QUIT_KEYS = ("q", "Q", "\x03", "\x04", "eof", "interrupt")
 DECISION_KEYS = ("1", "2", "t", "enter")  # keys that record a judgement of what is on screen
@@ -75,15 +84,6 @@ def parse_rank_order(text: str, k: int) -> list[list[int]]:
     return groups
 
 
-def ranks_from_groups(groups: list[list[int]], k: int) -> list[int]:
-    """Rank of each shown position (0 = best; tied positions share a rank)."""
-    ranks = [0] * k
-    for rank, group in enumerate(groups):
-        for position in group:
-            ranks[position] = rank
-    return ranks
-
-
 # --------------------------------------------------------------------------------- state machine
 class LabelSession:
     """The labelling logic, without a terminal: ``press(key)`` changes the state and writes to the store."""
@@ -108,6 +108,7 @@ class LabelSession:
         self.scroll = 0
         self.page = 10  # lines per page; the view sets it
         self.finished = False
+        self._since = time.monotonic()  # when the current item came on screen (for ``seconds``)
 
     # ----------------------------------------------------------------- state
     @property
@@ -171,56 +172,30 @@ class LabelSession:
             if len(groups) == 1:
                 self._tie(item)
                 return
-            order = self.shown(item)
-            self._write(
-                "label",
-                item,
-                prompt=conv_json(item.prompt),
-                responses=[conv_json(item.answers[i]) for i in order],
-                ranks=ranks_from_groups(groups, k),
-                shown_order=list(order),
-                order=" ".join("=".join(str(p + 1) for p in g) for g in groups),
-                tie=False,
-            )
+            self._write("label", item, **rank_fields(item, self.shown(item), groups))
             self._next("saved")
         else:
             self.message = f"keys: {RANK_HELP}"
 
     # ----------------------------------------------------------------- actions
     def _choose(self, item: Item, position: int) -> None:
-        order = self.shown(item)
-        self._write(
-            "label",
-            item,
-            prompt=conv_json(item.prompt),
-            chosen=conv_json(item.answers[order[position]]),
-            rejected=conv_json(item.answers[order[1 - position]]),
-            shown_order=list(order),
-            choice=position + 1,
-            tie=False,
-        )
+        self._write("label", item, **choice_fields(item, self.shown(item), position))
         self._next(f"saved: {position + 1} is better")
 
     def _tie(self, item: Item) -> None:
-        order = self.shown(item)
-        self._write(
-            "tie",
-            item,
-            tied=tied_answers(item, order),
-            shown_order=list(order),
-            choice=None,
-            tie=True,
-        )
+        self._write("tie", item, **tie_fields(item, self.shown(item)))
         self._next("saved: tie")
 
     def _write(self, event: str, item: Item, **fields: Any) -> None:
-        self.store.append(event, item.item_id, self.annotator, **fields)
+        seconds = round(time.monotonic() - self._since, 3)
+        self.store.append(event, item.item_id, self.annotator, **fields, seconds=seconds, ui="terminal")
         if event != "skip":
             self.saved += 1
 
     def _next(self, message: str) -> None:
         self.queue.pop(0)
         self.buffer, self.scroll, self.message = "", 0, message
+        self._since = time.monotonic()
 
     def _undo(self) -> None:
         target = self.store.state.last_judgement(self.annotator, self.by_id)
@@ -234,7 +209,7 @@ class LabelSession:
         self.queue.insert(0, item)
         if target["event"] != "skip":
             self.saved -= 1
-        self.buffer, self.scroll = "", 0
+        self.buffer, self.scroll, self._since = "", 0, time.monotonic()
         self.message = f"undone: the {target['event']} of this item; judge it again"
 
 

@@ -10,13 +10,16 @@ Rows (one JSON object per line; ``event`` says which)::
            ``rejected``; rank mode: ``prompt``, ``responses`` (in shown order), ``ranks`` (0 = best).
     tie    pair mode, or rank mode with every answer equal: ``tied`` = ``{"prompt", "responses"}`` (shown
            order). Nested, so that no loader format matches the row: loaders never train on a tie.
-    skip   the item was passed over (``reason`` for judge rows: inconsistent, unparsed).
+    skip   the item was passed over (``reason``: ``cant_judge`` when the person could not tell, from the web
+           page; for judge rows: inconsistent, unparsed).
     undo   cancels the row whose ``id`` is in ``undoes``.
 
 Every row also has ``id`` (unique), ``item_id`` (hash of prompt + answers, see `alignkit.feedback.items`),
 ``dataset`` (fingerprint of the candidates file), ``mode`` (pair / rank), ``annotator`` and ``timestamp``
 (UTC, ISO 8601). Label rows add ``shown_order`` (answer indexes in the order shown), ``choice`` (pair: the
-shown position chosen, 1 or 2) or ``order`` (rank: what was typed), and ``tie``.
+shown position chosen, 1 or 2) or ``order`` (rank: what was typed), and ``tie``. Rows of people add
+``seconds`` (how long the item was on screen before the judgement) and ``ui`` (``terminal`` or ``web``);
+rows from the web page add ``item_position`` (the item's place, from 1, in that annotator's shuffled order).
 
 Reading (for training, stats and resuming) lives in `alignkit.data.labels`: `label_items` yields the effective label rows (tombstones applied, ties/skips left out) in the
 loader's item shape, and `read_label_records` returns them as validated `Record`s. A generic
@@ -183,6 +186,55 @@ class LabelStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------- the fields of a judgement
+# One builder per kind of judgement, shared by the terminal UI (`alignkit.feedback.label`) and the web page
+# (`alignkit.feedback.web.desk`), so that both write the same rows. ``order`` is `shown_order`: indexes into
+# ``item.answers`` in the order shown.
+CANT_JUDGE = "cant_judge"  # the ``reason`` of a skip row: the person could not tell which answer is better
+
+
+def choice_fields(item: Any, order: tuple[int, ...] | list[int], position: int) -> dict[str, Any]:
+    """A pair-mode ``label`` row's fields: the answer shown at ``position`` (0 or 1) is the better one."""
+    from alignkit.feedback.items import conv_json
+
+    return {
+        "prompt": conv_json(item.prompt),
+        "chosen": conv_json(item.answers[order[position]]),
+        "rejected": conv_json(item.answers[order[1 - position]]),
+        "shown_order": list(order),
+        "choice": position + 1,
+        "tie": False,
+    }
+
+
+def rank_fields(item: Any, order: tuple[int, ...] | list[int], groups: list[list[int]]) -> dict[str, Any]:
+    """A rank-mode ``label`` row's fields from ``groups`` of shown positions, best first (ties share one)."""
+    from alignkit.feedback.items import conv_json
+
+    return {
+        "prompt": conv_json(item.prompt),
+        "responses": [conv_json(item.answers[i]) for i in order],
+        "ranks": ranks_from_groups(groups, len(order)),
+        "shown_order": list(order),
+        "order": " ".join("=".join(str(p + 1) for p in g) for g in groups),
+        "tie": False,
+    }
+
+
+def ranks_from_groups(groups: list[list[int]], k: int) -> list[int]:
+    """Rank of each shown position (0 = best; tied positions share a rank)."""
+    ranks = [0] * k
+    for rank, group in enumerate(groups):
+        for position in group:
+            ranks[position] = rank
+    return ranks
+
+
+def tie_fields(item: Any, order: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """A ``tie`` row's fields (every shown answer equally good)."""
+    return {"tied": tied_answers(item, order), "shown_order": list(order), "choice": None, "tie": True}
 
 
 def tied_answers(item: Any, order: tuple[int, ...] | list[int]) -> dict[str, Any]:
