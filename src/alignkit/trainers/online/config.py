@@ -91,6 +91,9 @@ class OnlineConfig(TrainConfig):
     signature fn(prompts, completions, **columns) -> list[float | None]; repeat for several (docs/rewards.md)."""
     reward_fn_weight: list[float] = field(default_factory=list)
     """Weight of each --reward-fn in the combined score, in the same order (default 1 each)."""
+    eval_samples: int = 1
+    """Answers sampled per held-out prompt at each evaluation; their mean reward is logged, with its standard
+    error over prompts (`eval/reward/score_stderr`)."""
     reward_judge: list[str] = field(default_factory=list)
     """A judge as a reward: `simulated` (the demo's rule, pointwise), a local model, or an OpenAI-compatible
     URL (key from ALIGNKIT_JUDGE_API_KEY or OPENAI_API_KEY). Each answer's reward is its win rate against
@@ -141,6 +144,7 @@ class OnlineConfig(TrainConfig):
                 f"--score-clip must be > 0, got {self.score_clip}",
             ),
             (self.kl_target > 0, f"--kl-target must be > 0, got {self.kl_target}"),
+            (self.eval_samples >= 1, f"--eval-samples must be >= 1, got {self.eval_samples}"),
             (
                 self.reward_combine in REWARD_COMBINES,
                 f"--reward-combine must be one of {', '.join(REWARD_COMBINES)}",

@@ -44,6 +44,9 @@ class GRPOConfig(OnlineConfig):
     eval_split: float = 0.1
     """Hold out this fraction of the prompts (at least one) and score fresh answers to them at the start and
     the end (and every --eval-every steps), so a rise is seen on prompts the policy never trained on."""
+    eval_samples: int = 4
+    """Answers sampled per held-out prompt at each evaluation (their mean reward and its standard error over
+    prompts are logged): four halve the sampling noise of one."""
     save_every: int = 20
     """Write a checkpoint every N steps (and always at the end)."""
 

@@ -133,12 +133,16 @@ EVAL_SEED_OFFSET = 998_244_353  # eval samples draw from their own seeded stream
 def evaluate_policy(
     models: PPOModels, rewards: RewardSet, records: list[Record], cfg: OnlineConfig, suffix_ids: list[int]
 ) -> dict[str, float]:
-    """Mean reward-model scores and KL to the reference of fresh samples on held-out prompts.
+    """Mean rewards and KL to the reference of fresh samples on held-out prompts.
 
     Sampled exactly as rollouts are (same temperature), with a fixed seed, so evaluations at
-    different steps differ only by the policy. Nothing here changes training state.
+    different steps differ only by the policy; ``cfg.eval_samples`` answers per prompt (a group, which a
+    pairwise judge compares). ``reward/score_stderr`` is the standard error of the mean reward over
+    prompts (each prompt's answers averaged first). Nothing here changes training state.
     """
+    n = int(getattr(cfg, "eval_samples", 1))
     out: dict[str, list[float]] = {}
+    prompt_means: list[float] = []
     for rows in chunks(len(records), max(cfg.batch_size, cfg.forward_batch_size)):
         chunk_records = records[rows]
         chunk = [r.prompt for r in chunk_records]
@@ -148,7 +152,8 @@ def evaluate_policy(
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             seed=rollout_seed(cfg.seed + EVAL_SEED_OFFSET, rows.start, 0),
-            batch_size=len(chunk),
+            n=n,
+            batch_size=len(chunk) * n,
             max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
         )
         with models.as_policy() as policy:
@@ -169,12 +174,17 @@ def evaluate_policy(
         ]
         rm_ids, rm_mask = pad_rows(rm_rows, models.tokenizer.pad_token_id)
         combined, per_model = rewards.score(
-            chunk,
+            [p for p in chunk for _ in range(n)],
             batch.texts,
             TokenBatch(rm_ids, rm_mask.bool(), models.tokenizer),
             packed.finished.tolist(),
-            columns={**record_columns(chunk_records), "completion_ids": _without_eos(batch)},
+            groups=[i for i in range(len(chunk)) for _ in range(n)] if n > 1 else None,
+            columns={**record_columns(chunk_records, n), "completion_ids": _without_eos(batch)},
         )
+        for per_prompt in combined.view(len(chunk), n):
+            scored = per_prompt[~torch.isnan(per_prompt)]
+            if scored.numel():
+                prompt_means.append(scored.mean().item())
         values = {
             "reward/score": combined,
             "kl/ref": kl,
@@ -185,7 +195,10 @@ def evaluate_policy(
         for key, v in values.items():
             out.setdefault(key, []).extend(v.tolist())
     means = {k: [x for x in v if not math.isnan(x)] for k, v in out.items()}  # a reward function's None
-    return {k: sum(v) / len(v) for k, v in means.items() if v}
+    result = {k: sum(v) / len(v) for k, v in means.items() if v}
+    if len(prompt_means) > 1:
+        result["reward/score_stderr"] = float(torch.tensor(prompt_means).std()) / math.sqrt(len(prompt_means))
+    return result
 
 
 def _without_eos(batch: GenerationBatch) -> list[list[int]]:
