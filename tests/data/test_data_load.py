@@ -348,3 +348,30 @@ def test_fixture_copy_keeps_working_elsewhere(tmp_path):
     # Sources name the path as given, so error messages point where the user looked.
     copy = shutil.copy(FIXTURES / "hh.jsonl", tmp_path / "copy.jsonl")
     assert load_records(copy).records[0].source == f"{copy}:1"
+
+
+def test_prompt_files_keep_their_answer_column_for_reward_functions(tmp_path):
+    """A flat prompt + answer file read as prompts (grpo, ppo): the answer stays a column under its own name
+    and as `reference`, so a reward function's `answer=` / `solution=` keyword reaches it; read as SFT data it
+    is still the completion."""
+    from alignkit.data.load import load_records
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"prompt": "2 + 3?", "answer": "5", "level": 1}) + "\n")
+    record = load_records(path, kind="prompt").records[0]
+    assert record.kind == "prompt"
+    assert record.meta == {"answer": "5", "level": 1, "reference": "5"}
+    other = tmp_path / "other.jsonl"  # a column that is no answer column stays as it is
+    other.write_text(json.dumps({"prompt": "2 + 3?", "solution": "5"}) + "\n")
+    assert load_records(other, kind="prompt").records[0].meta == {"solution": "5"}
+    sft = load_records(path, kind="sft").records[0]
+    assert sft.completion is not None and sft.completion[-1].content == "5"
+    # other formats: the answer of an SFT record becomes the prompt record's `reference`
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+        )
+        + "\n"
+    )
+    assert load_records(chat, kind="prompt").records[0].meta["reference"] == "hello"
