@@ -332,7 +332,7 @@ def _step_metrics(
     t0, t1, t2 = times
     metrics = {**exp.metrics, **update_stats}
     watch_metrics, warnings = state.watch.update(
-        step, dist.mean(exp.metrics["kl/ref"]), exp.response_tokens, exp.finished.tolist()
+        step, dist.mean(metrics["kl/ref"]), exp.response_tokens, exp.finished.tolist()
     )
     metrics.update(watch_metrics)
     local = (f"{state.algorithm.kind}/", *_LOCAL_PREFIXES)
