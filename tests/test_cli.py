@@ -132,7 +132,7 @@ def test_eval_help_names_every_sub_command(capsys):
     from alignkit.cli.eval import eval_app
 
     names = [c.name for c in eval_app.registered_commands]
-    assert sorted(names) == ["policy", "refusals", "rm"]
+    assert sorted(names) == ["instructions", "policy", "refusals", "rm"]
     text = str(eval_app.info.help)
     assert "more to come" not in text and all(f"({name})" in text for name in names)
     assert main(["eval", "--help"]) == 0

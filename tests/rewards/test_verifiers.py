@@ -150,13 +150,13 @@ def test_length_defaults():
 
 
 def test_registry_names_and_resolution(tmp_path):
-    assert set(builtin_reward_functions()) == {"math", "length"}  # ifeval is not built in yet
+    assert set(builtin_reward_functions()) == {"math", "length", "ifeval"}
     fn = resolve_reward_fn("math")
     assert (fn.name, fn.fn) == ("math", math_reward)
     (tmp_path / "mine.py").write_text("def mine(completions, **kw):\n    return [0.0] * len(completions)\n")
     assert resolve_reward_fn(f"{tmp_path}/mine.py:mine").name == "mine"
-    with pytest.raises(ConfigError, match="unknown reward function 'ifeval': use a built-in"):
-        resolve_reward_fn("ifeval")
+    with pytest.raises(ConfigError, match="unknown reward function 'ifevl': use a built-in"):
+        resolve_reward_fn("ifevl")
 
 
 def test_reward_function_members_with_weights_and_unique_names():

@@ -11,6 +11,7 @@ from alignkit.cli import (  # noqa: E402, F401, I001
     data,  # data inspect, data demo
     demo,  # demo
     dpo,  # dpo, kto, sft
+    eval_instructions,  # eval instructions
     eval_policy,  # eval policy
     eval_refusals,  # eval refusals
     export,  # export (any run)

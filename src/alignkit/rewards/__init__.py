@@ -10,5 +10,5 @@
   re-tokenising for a reward model on another tokenizer, tokenizer fingerprints, padding.
 - `functions`: Python reward functions with TRL's signature (``FILE.py:NAME`` / ``MODULE:NAME``),
   their result checks, record columns as keywords, and their `RewardSet` member.
-- `verifiers`: built-in rule rewards chosen by name (``math``, ``length``); docs/rewards.md.
+- `verifiers`: built-in rule rewards chosen by name (``math``, ``length``, ``ifeval``); docs/rewards.md.
 """

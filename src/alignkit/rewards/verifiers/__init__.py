@@ -3,6 +3,8 @@
 - ``math`` (`math.math_reward`): final-answer match against a record's ``answer`` /
   ``solution`` / ``reference`` column (GSM8K ``#### n``, MATH ``\\boxed{}``).
 - ``length`` (`length.length_reward`): length inside a ``min``..``max`` band of words or tokens.
+- ``ifeval`` (`ifeval.ifeval_reward`): the fraction of a record's IFEval instructions
+  (``instruction_id_list`` + ``kwargs``) the completion follows, judged strictly.
 
 `resolve_reward_fn` takes one of these names or a ``FILE.py:NAME`` / ``MODULE:NAME`` spec
 (`alignkit.rewards.functions.load_reward_function`).
@@ -15,13 +17,14 @@ from collections.abc import Callable, Sequence
 from alignkit.errors import ConfigError
 from alignkit.rewards.ensemble import RewardMember, unique_names
 from alignkit.rewards.functions import RewardFunction, function_member, load_reward_function
+from alignkit.rewards.verifiers.ifeval import ifeval_reward
 from alignkit.rewards.verifiers.length import length_reward
 from alignkit.rewards.verifiers.math import math_reward
 
 
 def builtin_reward_functions() -> dict[str, Callable[..., list[float | None]]]:
     """Built-in reward functions by name."""
-    return {"math": math_reward, "length": length_reward}
+    return {"math": math_reward, "length": length_reward, "ifeval": ifeval_reward}
 
 
 def resolve_reward_fn(spec: str) -> RewardFunction:
