@@ -49,8 +49,9 @@ TARGETS = {"step_time_ratio": 0.35, "peak_rss_ratio": 0.5}
 
 REWARD = """
 def reward(completions, **kwargs):
-    # varied, cheap and deterministic: the same function for both tools
-    return [float(len(c.split()) % 7) + 0.1 * c.count(".") for c in completions]
+    # varied, cheap and deterministic: the same function for both tools (TRL passes chat messages)
+    texts = [c if isinstance(c, str) else " ".join(m["content"] for m in c) for c in completions]
+    return [float(len(t.split()) % 7) + 0.1 * t.count(".") for t in texts]
 """
 
 
