@@ -36,7 +36,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass
 class CpuAttentionOption:
-    """The training-attention switch of the commands that honour it (rm, dpo, kto, sft)."""
+    """The training-attention switch of the commands that honour it (rm, dpo, kto, sft, ppo, grpo, rloo)."""
 
     cpu_attention: bool = True
     """In bf16 on a CPU, run attention as two batched matmuls (alignkit's; faster there than SDPA's kernel, with eager attention's precision). --no-cpu-attention keeps SDPA."""

@@ -434,3 +434,30 @@ def test_clip_rewards():
     assert clip_rewards(x, 5.0).tolist() == [-5.0, -1.0, 0.5, 5.0]
     with pytest.raises(ValueError):
         clip_rewards(x, 0.0)
+
+
+def test_logprobs_and_entropy_match_the_separate_functions():
+    """One float32 pass gives what `logprobs_from_logits` and `entropy_from_logits(logits / τ)` give, with the
+    gradient of the log-probs; a -inf logit (a banned token) adds 0 to the entropy."""
+    from alignkit.losses.logits import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
+
+    torch.manual_seed(0)
+    logits = (torch.randn(37, 50) * 3).requires_grad_()
+    logits_banned = logits.detach().clone()
+    logits_banned[:, 7] = float("-inf")
+    tokens = torch.randint(0, 50, (37,))
+    tokens[tokens == 7] = 8
+    for tau in (1.0, 0.7):
+        for values in (logits, logits_banned):
+            logp, ent = logprobs_and_entropy(values, tokens, tau, chunk_rows=5)
+            want = logprobs_from_logits(values[:, None], tokens[:, None], tau)[:, 0]
+            assert torch.allclose(logp, want, atol=1e-5)
+            assert torch.allclose(ent, entropy_from_logits((values.detach() / tau)[:, None])[:, 0], atol=1e-4)
+            assert torch.isfinite(ent).all()
+    logp, _ = logprobs_and_entropy(logits, tokens, 0.7)
+    logp.sum().backward()
+    expected = torch.autograd.grad(logprobs_from_logits(logits[:, None], tokens[:, None], 0.7).sum(), logits)[
+        0
+    ]
+    assert torch.allclose(logits.grad, expected, atol=1e-5)
+    assert logprobs_and_entropy(logits, tokens, with_entropy=False)[1] is None

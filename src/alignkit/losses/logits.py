@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["entropy_from_logits", "logprobs_from_logits"]
+__all__ = ["entropy_from_logits", "logprobs_and_entropy", "logprobs_from_logits"]
 
 
 def _row_chunks(logits: Tensor, chunk_rows: int) -> list[Tensor]:
@@ -83,3 +83,46 @@ def logprobs_from_logits(
         out.append(picked - torch.logsumexp(z, dim=-1))
         start += len(rows)
     return torch.cat(out).reshape(tokens.shape)
+
+
+def logprobs_and_entropy(
+    logits: Tensor, tokens: Tensor, temperature: float = 1.0, with_entropy: bool = True, chunk_rows: int = 256
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`logprobs_from_logits` and the entropy of softmax(logits / τ), from one float32 pass per chunk.
+
+    With z = logits / τ and L = logsumexp(z): ``log p(y) = z[y] - L`` and ``H = L - Σ_v p_v z_v`` with
+    p = exp(z - L), the same quantities as the two functions give separately (the entropy there is of the
+    logits it is handed, so pass it logits / τ to compare), without a second float32 copy and log-softmax
+    of the (N, V) logits. The entropy is computed without gradient (for logging); the log-probs keep it.
+
+    Args:
+        logits: (N, V), any float dtype.
+        tokens: (N,) int64.
+        temperature: τ > 0.
+        with_entropy: also return the entropy.
+        chunk_rows: rows per float32 chunk.
+
+    Returns:
+        (N,) float32 log-probabilities, and (N,) float32 entropies in nats (or None).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if logits.dim() != 2 or tokens.shape != logits.shape[:1]:
+        raise ValueError(
+            f"need logits (N, V) and tokens (N,), got {tuple(logits.shape)} and {tuple(tokens.shape)}"
+        )
+    logps, entropies = [], []
+    for start in range(0, logits.shape[0], max(chunk_rows, 1)):
+        z = logits[start : start + chunk_rows].float()
+        if temperature != 1.0:
+            z = z / temperature
+        lse = torch.logsumexp(z, dim=-1)
+        logps.append(z.gather(-1, tokens[start : start + chunk_rows, None]).squeeze(-1) - lse)
+        if with_entropy:
+            with torch.no_grad():
+                zd, norm = z.detach(), lse.detach()
+                p = torch.exp(zd - norm[:, None])
+                entropies.append(norm - torch.where(p > 0, p * zd, torch.zeros_like(p)).sum(-1))
+    empty = logits.new_zeros(0, dtype=torch.float32)
+    logp = torch.cat(logps) if logps else empty
+    return logp, (torch.cat(entropies) if entropies else empty) if with_entropy else None

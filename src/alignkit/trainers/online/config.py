@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alignkit.config import TrainConfig
+from alignkit.config import CpuAttentionOption, TrainConfig
 from alignkit.errors import ConfigError
 
 REWARD_COMBINES = ("sum", "min", "gate")
@@ -20,7 +20,7 @@ VALUE_INITS = ("reward", "zero")
 
 
 @dataclass
-class OnlineConfig(TrainConfig):
+class OnlineConfig(TrainConfig, CpuAttentionOption):
     """What every online RL algorithm reads: prompts, rewards, sampling, the loop's schedule and memory."""
 
     lr: float = 3e-5

@@ -40,6 +40,7 @@ from alignkit.rewards.verifiers import reward_function_members
 from alignkit.runs import Run, read_metrics
 from alignkit.trainers.checkpoints import load_checkpoint, save_checkpoint
 from alignkit.trainers.loop import BatchCursor, build_optimizer, build_scheduler, micro_batches, plan_steps
+from alignkit.trainers.memory import release_freed_memory
 from alignkit.trainers.online.advantages import AdvantageEstimator
 from alignkit.trainers.online.config import OnlineConfig
 from alignkit.trainers.online.distributed import Dist
@@ -299,11 +300,13 @@ def iteration(state: OnlineLoop, tracker: Any) -> None:
         state.models, state.reward_set, prompts, cfg, step, state.kl_ctl.value, state.moments, dist,
         state.suffix, gold=state.gold, estimator=state.algorithm.estimator,
     )  # fmt: skip
+    release_freed_memory()  # the sampler's and the forwards' freed heap back to the OS before the update
     t1 = time.perf_counter()
     update_stats = state.algorithm.update(
         state.models, exp, state.params, state.optimizer, cfg, step, dist, state.checkpoint
     )
     state.scheduler.step()
+    release_freed_memory()
     t2 = time.perf_counter()
     metrics, warnings = _step_metrics(state, exp, update_stats, (t0, t1, t2))
     if state.algorithm.warn is not None:

@@ -345,6 +345,7 @@ def build_models(cfg: OnlineConfig, with_value: bool = True) -> PPOModels:
             reference_adapter=SFT if sft_dir is not None else None, notes=notes, has_value=with_value,
         )  # fmt: skip
         _enable_checkpointing(models, cfg.gradient_checkpointing)
+        _cpu_attention(models, cfg, device)
         return models
     # full fine-tuning: merge an SFT adapter into the weights first, then copy
     if sft_dir is not None:
@@ -365,7 +366,20 @@ def build_models(cfg: OnlineConfig, with_value: bool = True) -> PPOModels:
         reference_model=reference, value_model=value_model, notes=notes, has_value=with_value,
     )  # fmt: skip
     _enable_checkpointing(models, cfg.gradient_checkpointing)
+    _cpu_attention(models, cfg, device)
     return models
+
+
+def _cpu_attention(models: PPOModels, cfg: OnlineConfig, device: Any) -> None:
+    """--cpu-attention in bf16 on a CPU: the forwards of every role use `models.cpu_attention`'s kernel (the
+    sampler switches to its own decode attention and back)."""
+    from alignkit.models.cpu_attention import enable_for_training
+
+    roles = [models.policy, models.reference_model, models.value_model]
+    if enable_for_training(
+        roles, getattr(cfg, "cpu_attention", False), models.precision.autocast_dtype, device
+    ):
+        models.notes.append("attention: alignkit's bf16 CPU kernel (--no-cpu-attention keeps SDPA)")
 
 
 def _enable_checkpointing(models: PPOModels, enabled: bool) -> None:

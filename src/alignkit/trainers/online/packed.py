@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from alignkit.losses.logits import entropy_from_logits, logprobs_from_logits
+from alignkit.losses.logits import logprobs_and_entropy
 from alignkit.models import lora
 from alignkit.models.device import autocast
 from alignkit.models.shared_prompt import mask_for, pack, supports_shared_prompt
@@ -110,13 +110,11 @@ def packed_token_logps(
         selected = hidden[packed_rows[real], picked_cols[real]]  # (N, H): only real response positions
         logits = _head(model)(selected)  # (N, V)
     targets = response_ids.to(device)[real]
-    logps_flat = logprobs_from_logits(logits[:, None], targets[:, None], temperature)[:, 0]
+    logps_flat, flat_entropy = logprobs_and_entropy(logits, targets, temperature, with_entropy)
     logps = torch.zeros(B, R, device=device, dtype=logps_flat.dtype).masked_scatter(real, logps_flat)
     entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            flat_entropy = entropy_from_logits(logits.detach()[:, None] / temperature, chunk_rows=256)[:, 0]
-            entropy = torch.zeros(B, R, device=device).masked_scatter(real, flat_entropy.float())
+    if flat_entropy is not None:
+        entropy = torch.zeros(B, R, device=device).masked_scatter(real, flat_entropy)
     return logps, entropy
 
 
