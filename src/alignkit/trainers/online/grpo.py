@@ -36,14 +36,13 @@ from alignkit.losses.policy_gradient import (
     clipped_token_loss,
     kl_loss_term,
 )
-from alignkit.runs import Run
 from alignkit.trainers import loop
 from alignkit.trainers.online.advantages import GroupEstimator
 from alignkit.trainers.online.distributed import Dist
 from alignkit.trainers.online.experience import Experience
 from alignkit.trainers.online.grpo_config import GRPOConfig, RLOOConfig
 from alignkit.trainers.online.loop import OnlineAlgorithm, OnlineLoop, run_online
-from alignkit.trainers.online.models import PPOModels
+from alignkit.trainers.online.models import PPOModels, save_policy
 from alignkit.trainers.online.packed import can_pack, packed_token_logps
 from alignkit.trainers.online.rollout import rollout_seed
 
@@ -298,23 +297,4 @@ def group_algorithm(cfg: GRPOConfig) -> OnlineAlgorithm:
     )
 
 
-def save_policy(run: Run, models: PPOModels, cfg: Any, trainer: str) -> None:
-    """The trained policy in the run dir, loadable as a model by every command (sample, eval, plot, export)."""
-    from alignkit.models import lora, registry
-
-    if models.lora:
-        lora.save_adapter(models.policy, "policy", run.path)
-        registry.write_model_meta(
-            run.path, base=models.base_name, adapter="policy", kind="policy", trainer=trainer
-        )
-        if cfg.merge:
-            merged = lora.merge_adapter(models.policy, "policy")
-            merged.save_pretrained(str(run.path / "merged"), safe_serialization=True)
-            models.tokenizer.save_pretrained(str(run.path / "merged"))
-    else:
-        models.policy.save_pretrained(str(run.path / "policy"), safe_serialization=True)
-        models.tokenizer.save_pretrained(str(run.path / "policy"))
-    models.tokenizer.save_pretrained(str(run.path))
-
-
-__all__ = ["group_algorithm", "group_update", "group_warnings", "run_grpo", "save_policy"]
+__all__ = ["group_algorithm", "group_update", "group_warnings", "run_grpo"]

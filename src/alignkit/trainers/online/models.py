@@ -417,6 +417,23 @@ def init_value_from_reward(models: PPOModels, reward_dir: Path) -> bool:
     return True
 
 
+def save_policy(run: Any, models: PPOModels, cfg: OnlineConfig, trainer: str) -> None:
+    """The trained policy in the run dir, loadable as a model by every command (sample, eval, plot, export)."""
+    if models.lora:
+        lora.save_adapter(models.policy, "policy", run.path)
+        registry.write_model_meta(
+            run.path, base=models.base_name, adapter="policy", kind="policy", trainer=trainer
+        )
+        if cfg.merge:
+            merged = lora.merge_adapter(models.policy, "policy")
+            merged.save_pretrained(str(run.path / "merged"), safe_serialization=True)
+            models.tokenizer.save_pretrained(str(run.path / "merged"))
+    else:
+        models.policy.save_pretrained(str(run.path / "policy"), safe_serialization=True)
+        models.tokenizer.save_pretrained(str(run.path / "policy"))
+    models.tokenizer.save_pretrained(str(run.path))
+
+
 def print_roles(models: PPOModels, reward_members: list[Any]) -> None:
     functions = [m.name for m in reward_members if hasattr(m.scorer, "score_text")]
     models_ = [m for m in reward_members if not hasattr(m.scorer, "score_text")]

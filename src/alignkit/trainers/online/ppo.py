@@ -36,7 +36,7 @@ from alignkit.trainers.online.config import PPOConfig
 from alignkit.trainers.online.distributed import Dist
 from alignkit.trainers.online.experience import Experience
 from alignkit.trainers.online.loop import OnlineAlgorithm, run_online
-from alignkit.trainers.online.models import PPOModels, init_value_from_reward
+from alignkit.trainers.online.models import PPOModels, init_value_from_reward, save_policy
 from alignkit.trainers.online.rollout import rollout_seed
 
 # ------------------------------------------------------------------------------------------- the update
@@ -202,24 +202,12 @@ def reward_set_path(cfg: PPOConfig, index: int) -> str:
 
 def _save_outputs(run: Run, models: PPOModels, cfg: PPOConfig) -> None:
     """The trained policy in the run dir (loadable as a model by every command), the value model beside it."""
-    from alignkit.models import heads, lora, registry
+    from alignkit.models import heads, lora
 
-    if models.lora:
-        lora.save_adapter(models.policy, "policy", run.path)
-        registry.write_model_meta(
-            run.path, base=models.base_name, adapter="policy", kind="policy", trainer="ppo"
-        )
+    if models.lora:  # before save_policy, whose --merge may fold the policy adapter into the weights
         lora.save_adapter(models.policy, "value", run.path / "value")
-        heads.save_head(models.value_head, run.path / "value", "value")
-        if cfg.merge:
-            merged = lora.merge_adapter(models.policy, "policy")
-            merged.save_pretrained(str(run.path / "merged"), safe_serialization=True)
-            models.tokenizer.save_pretrained(str(run.path / "merged"))
-    else:
-        models.policy.save_pretrained(str(run.path / "policy"), safe_serialization=True)
-        models.tokenizer.save_pretrained(str(run.path / "policy"))
-        heads.save_head(models.value_head, run.path / "value", "value")
-    models.tokenizer.save_pretrained(str(run.path))
+    heads.save_head(models.value_head, run.path / "value", "value")
+    save_policy(run, models, cfg, "ppo")
 
 
 __all__ = ["ppo_algorithm", "ppo_update", "run_ppo"]
