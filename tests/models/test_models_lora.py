@@ -328,3 +328,49 @@ def test_fused_lora_forward_falls_back_to_peft(two_adapters, batch, base_logits,
     with pytest.raises(RuntimeError):  # PEFT's own forward decides what mixed dtypes do (here: an error)
         layer(torch.randn(2, layer.in_features))
     assert calls
+
+
+def test_merged_for_inference_matches_and_restores(two_adapters, batch, base_logits):
+    """Inside: the same logits as the adapter's forward, through one linear per layer; outside: the very
+    same weight objects and forwards as before, so training continues on unchanged weights."""
+    from peft.tuners.lora.layer import Linear
+
+    layers = [m for m in two_adapters.modules() if type(m) is Linear]
+    weights = [m.base_layer.weight for m in layers]
+    forwards = [m.__dict__.get("forward") for m in layers]
+    expected = _logits(two_adapters, batch)
+    assert not torch.allclose(expected, base_logits)  # the policy adapter changes the outputs
+    with lora.merged_for_inference(two_adapters) as merged:
+        assert merged == len(layers)
+        assert all(m.base_layer.weight is not w for m, w in zip(layers, weights, strict=True))
+        lora_a = layers[0].lora_A["policy"].weight
+        calls = []
+        hook = layers[0].lora_A["policy"].register_forward_hook(lambda *a: calls.append(1))
+        got = _logits(two_adapters, batch)
+        hook.remove()
+        assert not calls  # the low-rank path did not run
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert all(m.base_layer.weight is w for m, w in zip(layers, weights, strict=True))
+    assert [m.__dict__.get("forward") for m in layers] == forwards
+    assert layers[0].lora_A["policy"].weight is lora_a
+    torch.testing.assert_close(_logits(two_adapters, batch), expected, rtol=0, atol=0)
+    with lora.use_adapter(two_adapters, "value") as model:  # the other adapter merges just as well
+        value_logits = _logits(model, batch)
+        with lora.merged_for_inference(model) as merged:
+            assert merged == len(layers)
+            torch.testing.assert_close(_logits(model, batch), value_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_merged_for_inference_declines_what_it_cannot_merge(two_adapters, batch, base_logits):
+    """Adapters off (the reference): nothing merged and the base model's outputs; an exception inside
+    restores the weights."""
+    from peft.tuners.lora.layer import Linear
+
+    with lora.reference(two_adapters) as ref, lora.merged_for_inference(ref) as merged:
+        assert merged == 0
+        torch.testing.assert_close(_logits(ref, batch), base_logits)
+    layers = [m for m in two_adapters.modules() if type(m) is Linear]
+    weights = [m.base_layer.weight for m in layers]
+    with pytest.raises(ValueError), lora.merged_for_inference(two_adapters):
+        raise ValueError("inside")
+    assert all(m.base_layer.weight is w for m, w in zip(layers, weights, strict=True))

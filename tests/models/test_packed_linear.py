@@ -80,7 +80,7 @@ def test_fp32_layers_and_too_little_memory_are_left_alone(monkeypatch):
     with torch.inference_mode(), packed_linears(net) as packed:
         assert packed == 0 and all(type(m) is nn.Linear for m in net)
     net = _net()
-    monkeypatch.setattr(pl, "_available_memory", lambda: 1000)  # bytes
+    monkeypatch.setattr(pl, "available_memory", lambda: 1000)  # bytes
     with torch.inference_mode(), packed_linears(net) as packed:
         assert packed == 0 and all(type(m) is nn.Linear for m in net)
 

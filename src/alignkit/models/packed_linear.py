@@ -179,7 +179,8 @@ def packing_unavailable(model: nn.Module) -> str | None:
     return None
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable), or None when unknown."""
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -217,7 +218,7 @@ def packed_linears(
     ]
     if reason is None and layers:
         needed = sum(m.weight.numel() * m.weight.element_size() for m in layers)
-        available = _available_memory()
+        available = available_memory()
         if available is not None and needed > MEMORY_SHARE * available:
             reason = (
                 f"packed weights would take {needed / 2**30:.1f} GiB of the {available / 2**30:.1f} GiB "

@@ -167,12 +167,15 @@ def _probe(model: nn.Module) -> None:
 
 @contextmanager
 def _sampling_mode(model: nn.Module, dtype: torch.dtype | None, batch_size: int = 128):
-    """Eval mode (no dropout), no autograd, our attention, packed bf16 weights on a CPU (when no autocast);
-    every module's train flag restored afterwards."""
+    """Eval mode (no dropout), no autograd, LoRA adapters merged, our attention, packed bf16 weights on a
+    CPU (when no autocast); every module's train flag and weight restored afterwards."""
+    from alignkit.models.lora import merged_for_inference  # peft, imported only when sampling
+
     flags = [(module, module.training) for module in model.modules()]
     device_type = next(model.parameters()).device.type
     model.eval()
     with ExitStack() as stack:
+        stack.enter_context(merged_for_inference(model))  # LoRA layers as one linear each (before packing)
         stack.enter_context(torch.inference_mode())
         if dtype is None:  # before our attention: its probe forward runs the model's own
             stack.enter_context(packed_linears(model, rows=batch_size, probe=partial(_probe, model)))
