@@ -8,6 +8,7 @@ from peft import PeftModel
 
 from alignkit.errors import ConfigError, ModelError
 from alignkit.models import lora, registry
+from alignkit.models.lora_merged import merged_for_inference
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 LLAMA_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
@@ -340,7 +341,7 @@ def test_merged_for_inference_matches_and_restores(two_adapters, batch, base_log
     forwards = [m.__dict__.get("forward") for m in layers]
     expected = _logits(two_adapters, batch)
     assert not torch.allclose(expected, base_logits)  # the policy adapter changes the outputs
-    with lora.merged_for_inference(two_adapters) as merged:
+    with merged_for_inference(two_adapters) as merged:
         assert merged == len(layers)
         assert all(m.base_layer.weight is not w for m, w in zip(layers, weights, strict=True))
         lora_a = layers[0].lora_A["policy"].weight
@@ -356,7 +357,7 @@ def test_merged_for_inference_matches_and_restores(two_adapters, batch, base_log
     torch.testing.assert_close(_logits(two_adapters, batch), expected, rtol=0, atol=0)
     with lora.use_adapter(two_adapters, "value") as model:  # the other adapter merges just as well
         value_logits = _logits(model, batch)
-        with lora.merged_for_inference(model) as merged:
+        with merged_for_inference(model) as merged:
             assert merged == len(layers)
             torch.testing.assert_close(_logits(model, batch), value_logits, rtol=1e-5, atol=1e-5)
 
@@ -366,11 +367,11 @@ def test_merged_for_inference_declines_what_it_cannot_merge(two_adapters, batch,
     restores the weights."""
     from peft.tuners.lora.layer import Linear
 
-    with lora.reference(two_adapters) as ref, lora.merged_for_inference(ref) as merged:
+    with lora.reference(two_adapters) as ref, merged_for_inference(ref) as merged:
         assert merged == 0
         torch.testing.assert_close(_logits(ref, batch), base_logits)
     layers = [m for m in two_adapters.modules() if type(m) is Linear]
     weights = [m.base_layer.weight for m in layers]
-    with pytest.raises(ValueError), lora.merged_for_inference(two_adapters):
+    with pytest.raises(ValueError), merged_for_inference(two_adapters):
         raise ValueError("inside")
     assert all(m.base_layer.weight is w for m, w in zip(layers, weights, strict=True))

@@ -169,7 +169,7 @@ def _probe(model: nn.Module) -> None:
 def _sampling_mode(model: nn.Module, dtype: torch.dtype | None, batch_size: int = 128):
     """Eval mode (no dropout), no autograd, LoRA adapters merged, our attention, packed bf16 weights on a
     CPU (when no autocast); every module's train flag and weight restored afterwards."""
-    from alignkit.models.lora import merged_for_inference  # peft, imported only when sampling
+    from alignkit.models.lora_merged import merged_for_inference  # peft, imported only when sampling
 
     flags = [(module, module.training) for module in model.modules()]
     device_type = next(model.parameters()).device.type
