@@ -127,6 +127,7 @@ def score_responses(
 
 
 EVAL_SEED_OFFSET = 998_244_353  # eval samples draw from their own seeded stream, the same at every evaluation
+EVAL_ROWS = 128  # most answers an evaluation decodes at once (the scoring passes go by training-size chunks)
 
 
 @torch.no_grad()
@@ -143,21 +144,24 @@ def evaluate_policy(
     n = int(getattr(cfg, "eval_samples", 1))
     out: dict[str, list[float]] = {}
     prompt_means: list[float] = []
+    settings = SamplingSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        seed=rollout_seed(cfg.seed + EVAL_SEED_OFFSET, 0, 0),
+        n=n,
+        batch_size=max(1, min(len(records) * n, EVAL_ROWS)),
+        max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
+    )
+    with models.as_policy() as policy:  # every prompt in one call: the sampler keeps its rows full
+        sampled = generate(policy, models.tokenizer, [r.prompt for r in records], settings)
     for rows in chunks(len(records), max(cfg.batch_size, cfg.forward_batch_size)):
         chunk_records = records[rows]
         chunk = [r.prompt for r in chunk_records]
-        settings = SamplingSettings(
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            seed=rollout_seed(cfg.seed + EVAL_SEED_OFFSET, rows.start, 0),
-            n=n,
-            batch_size=len(chunk) * n,
-            max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
+        batch = GenerationBatch(
+            sampled.generations[rows.start * n : rows.stop * n], n, sampled.pad_token_id
         )
-        with models.as_policy() as policy:
-            batch = generate(policy, models.tokenizer, chunk, settings)
         packed = batch.to_tensors()
         device = models.device
         ids, mask, response_ids, response_mask = (
