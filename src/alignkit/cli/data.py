@@ -1,4 +1,5 @@
-"""`alignkit data ...`: look at data before training on it (`data inspect`), write the demo data (`data demo`)."""
+"""`alignkit data ...`: look at data before training on it (`data inspect`), write the demo data (`data demo`)
+and the instruction-following training prompts (`data instructions`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from alignkit import console
 from alignkit.cli.app import app
 from alignkit.cli.options import config_command
 from alignkit.config import InspectConfig
+from alignkit.data.instruction_prompts.build import InstructionPromptsConfig
 from alignkit.demo.config import DemoDataConfig
 
 data_app = typer.Typer(help="Inspect and convert data files.", no_args_is_help=True)
@@ -55,3 +57,22 @@ def demo_data_command(cfg: DemoDataConfig) -> None:
     from alignkit.reports.data import show_demo_data
 
     show_demo_data(write_demo_data(cfg))
+
+
+@data_app.command("instructions")
+@config_command(InstructionPromptsConfig)
+def instructions_data_command(cfg: InstructionPromptsConfig) -> None:
+    """Write training prompts for instruction following: tasks written for alignkit, each with 1 to 3 instructions of IFEval's 25 types attached (never IFEval's own prompts).
+
+    Each line has IFEval's columns (key, prompt, instruction_id_list, kwargs), so `alignkit grpo --reward-fn ifeval` scores answers to it; the same --count and --seed always write the same file (docs/data.md).
+
+    Example:
+
+        alignkit data instructions --output recipes/data/ifeval_train.jsonl --count 2000 --seed 0
+    """
+    from alignkit.data.instruction_prompts import write_instruction_prompts
+
+    path, records = write_instruction_prompts(cfg)
+    instructions = sum(len(r["instruction_id_list"]) for r in records)
+    kinds = len({i for r in records for i in r["instruction_id_list"]})
+    console.info(f"wrote {len(records)} prompts ({instructions} instructions of {kinds} types) to {path}")
