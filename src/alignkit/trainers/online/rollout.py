@@ -159,9 +159,7 @@ def evaluate_policy(
     for rows in chunks(len(records), max(cfg.batch_size, cfg.forward_batch_size)):
         chunk_records = records[rows]
         chunk = [r.prompt for r in chunk_records]
-        batch = GenerationBatch(
-            sampled.generations[rows.start * n : rows.stop * n], n, sampled.pad_token_id
-        )
+        batch = GenerationBatch(sampled.generations[rows.start * n : rows.stop * n], n, sampled.pad_token_id)
         packed = batch.to_tensors()
         device = models.device
         ids, mask, response_ids, response_mask = (
