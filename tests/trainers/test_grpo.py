@@ -98,7 +98,8 @@ def test_grpo_end_to_end_with_a_column_reading_function(
     out = tmp_path / "run"
     fn = f"{rewards_file}:letters"
     rc = main(args("grpo", tiny_model_dir, prompts_file, out, "--reward-fn", fn, "--reward-fn",
-                   f"{rewards_file}:short", "--max-steps", "3", "--json"))  # fmt: skip
+                   f"{rewards_file}:short", "--max-steps", "3", "--gold-judge", "simulated",
+                   "--json"))  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 3
@@ -106,7 +107,8 @@ def test_grpo_end_to_end_with_a_column_reading_function(
     assert [r["step"] for r in metrics] == [1, 2, 3]
     for key in ("grpo/loss", "grpo/clip_low", "grpo/clip_high", "grpo/entropy", "grpo/kl_k3", "kl/ref",
                 "reward/score", "reward/letters", "reward/letters_std", "reward/short", "reward/short_std",
-                "reward/frac_all_equal", "reward/group_std", "gen/truncated_frac", "gen/length"):  # fmt: skip
+                "reward/frac_all_equal", "reward/group_std", "gen/truncated_frac", "gen/length",
+                "gold/score"):  # fmt: skip
         assert key in metrics[0], key
     assert metrics[0]["kl/ref"] == pytest.approx(0.0, abs=1e-5)  # the adapter starts as the identity
     assert metrics[-1]["kl/ref"] != pytest.approx(0.0, abs=1e-7)

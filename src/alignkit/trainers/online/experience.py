@@ -369,7 +369,8 @@ def _gold_score(gold: Any, prompts: list[Any], rollout: Rollout) -> float:
     from alignkit.evaluation.policy import prompt_text
     from alignkit.rewards.encoding import as_conversation
 
-    texts = [prompt_text(as_conversation(p)) for p in prompts]
+    n = rollout.batch.n  # answers per prompt (a GRPO group), prompt-major
+    texts = [prompt_text(as_conversation(p)) for p in prompts for _ in range(n)]
     gold_scores = gold.score(texts, rollout.batch.texts, rollout.packed.finished.tolist())
     return sum(gold_scores) / max(len(gold_scores), 1)
 
