@@ -20,8 +20,10 @@ def _args(model, out, *extra):
         str(out),
         "--eval-prompts",
         "4",
+        "--candidate-prompts",
+        "6",
         "--candidates",
-        "2",
+        "3",
         "--max-new-tokens",
         "8",
         "--rm-steps",
@@ -31,6 +33,12 @@ def _args(model, out, *extra):
         "--dpo-steps",
         "2",
         "--ppo-steps",
+        "2",
+        "--grpo-steps",
+        "2",
+        "--grpo-prompts",
+        "2",
+        "--grpo-group-size",
         "2",
         "--eval-samples",
         "1",
@@ -48,10 +56,11 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     assert main(_args(tiny_model_dir, out)) == 0
     result = json.loads(capsys.readouterr().out)
     methods = {m["method"]: m for m in result["methods"]}
-    assert set(methods) == {"base", "best-of-2", "dpo", "ppo"}
+    assert set(methods) == {"base", "best-of-2", "dpo", "ppo", "grpo"}
+    assert result["eval_prompts"] == 4
     assert methods["base"]["verdict"] == "the baseline" and methods["base"]["kl"] == 0.0
     assert methods["best-of-2"]["kl"] == pytest.approx(0.6931 - 0.5, abs=1e-3)  # log 2 - 1/2
-    for name in ("dpo", "ppo", "best-of-2"):
+    for name in ("dpo", "ppo", "grpo", "best-of-2"):
         m = methods[name]
         assert 0.0 <= m["win_rate"] <= 1.0
         assert m["verdict"] in ("beats base", "worse than base", "no clear difference")
@@ -60,13 +69,24 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
         "rm/report.json",
         "dpo/report.json",
         "ppo/report.json",
+        "grpo/report.json",
         "best_of_n.jsonl",
         "results.json",
         "eval_dpo.jsonl",
         "eval_ppo.jsonl",
+        "eval_grpo.jsonl",
     ):
         assert (out / path).exists(), path
     assert list((out / "plots").glob("*.png"))
+    # Labels are split by prompt: no held-out pair shares a prompt with a training pair.
+    from alignkit.demo.pipeline import _prompt_key
+
+    prompts = [
+        {_prompt_key(json.loads(line)) for line in (out / "data" / name).read_text().splitlines()}
+        for name in ("labels_train.jsonl", "labels_eval.jsonl")
+    ]
+    assert prompts[0] and prompts[1] and not prompts[0] & prompts[1]
+    assert all('"system"' in p for p in prompts[0])  # the demo's system message reaches every stage
     # Every stage is done: a second run skips them all and prints the same table.
     assert main(_args(tiny_model_dir, out)) == 0
     captured = capsys.readouterr()

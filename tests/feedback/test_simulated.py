@@ -65,3 +65,39 @@ def test_judge_picks_the_higher_score_and_ties():
     assert v[0].winner == 0 and v[0].first > 0.5
     assert v[1].winner == 1 and v[1].first < 0.5
     assert v[2].winner is None and v[2].first == pytest.approx(0.5)
+
+
+def test_tie_margin_calls_near_equal_answers_a_tie():
+    p = "Why do leaves change colour in autumn?"
+    a = "Leaves change colour because chlorophyll breaks down in autumn."  # every content word
+    b = "Leaves change because chlorophyll breaks down in the cold."  # misses two of the four
+    gap = simulated_score(p, a) - simulated_score(p, b)
+    assert gap == pytest.approx(1.0)  # 2.0 x (1 - 2/4)
+    assert SimulatedJudge().judge([JudgeInput(p, a, b)])[0].winner == 0
+    assert SimulatedJudge(tie_margin=0.9).judge([JudgeInput(p, a, b)])[0].winner == 0
+    tied = SimulatedJudge(tie_margin=1.1).judge([JudgeInput(p, a, b), JudgeInput(p, b, a)])
+    assert [v.winner for v in tied] == [None, None]
+    assert tied[0].first > 0.5  # the confidence still leans to the better answer
+
+
+def test_tie_margin_is_for_the_simulated_judge_only(tmp_path):
+    from alignkit.errors import ConfigError
+    from alignkit.feedback.config import JudgeConfig
+
+    JudgeConfig(judge="simulated", tie_margin=0.3).validate()
+    with pytest.raises(ConfigError, match="tie-margin"):
+        JudgeConfig(judge="some/model", tie_margin=0.3).validate()
+    with pytest.raises(ConfigError, match="tie-margin"):
+        JudgeConfig(judge="simulated", tie_margin=-1).validate()
+
+
+def test_relevance_counts_the_request_not_the_system_message_or_role_labels():
+    from alignkit.feedback.judges.simulated import request_text
+
+    chat = "System: Answer in two or three sentences.\n\nUser: What is the capital of France?"
+    assert request_text(chat) == "What is the capital of France?"
+    assert relevance(chat, "The capital of France is Paris.") == 1.0  # not 2/6: system words do not count
+    turns = "User: Tell me about bees.\n\nAssistant: Bees make honey.\n\nUser: And wasps?"
+    assert request_text(turns) == "Tell me about bees.\n\nBees make honey.\n\nAnd wasps?"
+    plain = "System administrators: what is uptime?"  # no role label at the start: plain text, kept whole
+    assert request_text(plain) == plain

@@ -1,8 +1,9 @@
-"""The demo's final comparison: base, best-of-n, DPO and PPO on held-out prompts, gold versus proxy.
+"""The demo's final comparison: base, best-of-n, DPO, PPO and GRPO on held-out prompts, gold versus proxy.
 
 Gold is the simulated annotator (`alignkit.feedback.judges.simulated`, the rule that labelled the training pairs);
 proxy is the reward model trained on those labels. Win rates are against the base model's answers to the
-same prompts, by the gold rule, ties half. KL: DPO and PPO estimated from samples by `alignkit eval
+same prompts, by the gold rule, ties half: each method answer against each base answer to its prompt,
+averaged per prompt, with the standard error over prompts. KL: DPO, PPO and GRPO estimated from samples by `alignkit eval
 policy`; best-of-n the analytic bound log N - (N-1)/N (Stiennon et al. 2020); base 0.
 
 A method "beats the base" only when its win rate is above 0.5 by more than two standard errors; the table
@@ -34,7 +35,7 @@ def _policy_eval(demo: Layout, run, name: str) -> dict[str, Any]:
         gold_judge="simulated",
         n_samples=c.eval_samples,
         max_new_tokens=c.max_new_tokens,
-        temperature=1.0,
+        temperature=c.temperature,
         seed=c.seed + 1000,
         show=0,
         output=str(demo.out / f"eval_{name}.jsonl"),
@@ -42,7 +43,7 @@ def _policy_eval(demo: Layout, run, name: str) -> dict[str, Any]:
     )
     console.info(
         f"$ alignkit eval policy --policy {run} --prompts {demo.eval_prompts} --reward-model {demo.rm} "
-        f"--judge simulated --gold-judge simulated --n-samples {c.eval_samples} --temperature 1.0"
+        f"--judge simulated --gold-judge simulated --n-samples {c.eval_samples} --temperature {c.temperature}"
     )
     return run_eval_policy(cfg)
 
@@ -79,36 +80,34 @@ def _row(
     }
 
 
+POLICIES = ("dpo", "ppo", "grpo")  # trained runs, evaluated by `alignkit eval policy`
+
+
 def evaluate_methods(demo: Layout) -> dict[str, Any]:
     """Evaluate every method; returns {"methods": [...], "reward_model": {...}, "settings": {...}}."""
-    dpo = _policy_eval(demo, demo.dpo, "dpo")
-    ppo = _policy_eval(demo, demo.ppo, "ppo")
+    evals = {name: _policy_eval(demo, getattr(demo, name), name) for name in POLICIES}
+    first = evals[POLICIES[0]]
 
-    # The base model's answers: the reference side of the DPO evaluation (same base, adapter off, same seed).
-    base_lines = [json.loads(line) for line in (demo.out / "eval_dpo.jsonl").read_text().splitlines() if line]
-    k = demo.cfg.eval_samples
-    base_by_prompt: dict[str, list[str]] = {}
-    for line in base_lines:
-        base_by_prompt.setdefault(line["prompt"], []).append(line["reference"])
+    # The base model's answers: the reference side of an evaluation (the base with the adapter off). Every
+    # evaluation samples it with the same seed, so the base answers are the same for every method.
+    base_gold = _gold_by_prompt(demo, POLICIES[0], "reference")
     rows = [
         _row(
             "base",
             None,
-            dpo["gold"]["reference_mean"],
-            dpo["proxy"]["reference_mean"],
+            first["gold"]["reference_mean"],
+            first["proxy"]["reference_mean"],
             0.0,
-            dpo["reference_stats"]["mean_length"],
+            first["reference_stats"]["mean_length"],
             "none",
         ),
+        _best_of_n_row(demo, base_gold),
     ]
-
-    rows.append(_best_of_n_row(demo, base_by_prompt))
-
-    for name, res in (("dpo", dpo), ("ppo", ppo)):
+    for name, res in evals.items():
         rows.append(
             _row(
                 name,
-                _wins(demo, name),
+                _cross_wins(_gold_by_prompt(demo, name, "policy"), base_gold),
                 res["gold"]["mean"],
                 res["proxy"]["mean"],
                 res["kl"],
@@ -126,39 +125,61 @@ def evaluate_methods(demo: Layout) -> dict[str, Any]:
             "length_correlation": rm_eval.get("length_correlation"),
             "steps": rm_report.get("steps"),
         },
-        "eval_prompts": len(base_by_prompt),
-        "answers_per_prompt": k,
+        "eval_prompts": len(base_gold),
+        "answers_per_prompt": demo.cfg.eval_samples,
         "gold": "simulated annotator (alignkit.feedback.judges.simulated)",
         "proxy": str(demo.rm),
     }
 
 
-def _best_of_n_row(demo: Layout, base_by_prompt: dict[str, list[str]]) -> dict[str, Any]:
+def _gold_by_prompt(demo: Layout, name: str, side: str) -> dict[str, list[float]]:
+    """Gold scores of one side ("policy" or "reference") of an evaluation file, grouped by prompt."""
+    by_prompt: dict[str, list[float]] = {}
+    for raw in (demo.out / f"eval_{name}.jsonl").read_text().splitlines():
+        if raw:
+            line = json.loads(raw)
+            by_prompt.setdefault(line["prompt"], []).append(float(line[f"gold_{side}"]))
+    return by_prompt
+
+
+def _cross_wins(method: dict[str, list[float]], base: dict[str, list[float]]) -> list[float]:
+    """One win rate per held-out prompt: the mean over every (method answer, base answer) pair of that prompt.
+
+    Comparing each answer with every base answer uses all the samples (a prompt with 2 + 2 answers gives 4
+    comparisons); averaging them per prompt first makes the prompt the unit, so the standard error over
+    prompts (`_row`) accounts for answers to one prompt not being independent.
+    """
+    wins = []
+    for prompt, scores in method.items():
+        others = base.get(prompt, [])
+        if scores and others:
+            wins.append(mean(win_from_scores(*zip(*[(a, b) for a in scores for b in others], strict=True))))
+    return wins
+
+
+def _best_of_n_row(demo: Layout, base_gold: dict[str, list[float]]) -> dict[str, Any]:
     """Best-of-n: its chosen answer against each base answer to the same prompt."""
     from alignkit.feedback.judges.base import conversation_text
     from alignkit.feedback.judges.simulated import simulated_score
     from alignkit.losses.kl import best_of_n_kl_bound as kl_bound
     from alignkit.rewards.encoding import as_conversation
 
-    k = demo.cfg.eval_samples
-    bon_wins, bon_gold, bon_proxy, bon_length = [], [], [], []
+    chosen: dict[str, list[float]] = {}
+    bon_proxy, bon_length = [], []
     n = demo.cfg.best_of_n
     for raw in demo.bon.read_text().splitlines():
         line = json.loads(raw)
         prompt = conversation_text(as_conversation(line["prompt"]), "user")
-        best = line["best"]
-        gold = simulated_score(prompt, best)
-        bon_gold.append(gold)
+        chosen.setdefault(prompt, []).append(simulated_score(prompt, line["best"]))
         bon_proxy.append(float(line["best_score"]))
         bon_length.append(float(line["candidates"][line["chosen_index"]].get("tokens", 0)))
-        base = base_by_prompt.get(prompt, [])[:k]
-        bon_wins += win_from_scores([gold] * len(base), [simulated_score(prompt, b) for b in base])
+    gold = [g for scores in chosen.values() for g in scores]
     return _row(
-        f"best-of-{n}", bon_wins, mean(bon_gold), mean(bon_proxy), kl_bound(n), mean(bon_length), "bound"
+        f"best-of-{n}",
+        _cross_wins(chosen, base_gold),
+        mean(gold),
+        mean(bon_proxy),
+        kl_bound(n),
+        mean(bon_length),
+        "bound",
     )
-
-
-def _wins(demo: Layout, name: str) -> list[float]:
-    """Per-answer gold wins of a policy over the base, from its evaluation file."""
-    lines = [json.loads(x) for x in (demo.out / f"eval_{name}.jsonl").read_text().splitlines() if x]
-    return win_from_scores([x["gold_policy"] for x in lines], [x["gold_reference"] for x in lines])

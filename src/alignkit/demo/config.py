@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from alignkit.config import DEFAULT_MODEL
 from alignkit.errors import ConfigError
 
-STAGES = ("prompts", "candidates", "labels", "rm", "best_of_n", "dpo", "ppo", "evaluate", "plots")
+STAGES = ("prompts", "candidates", "labels", "rm", "best_of_n", "dpo", "ppo", "grpo", "evaluate", "plots")
 
 
 @dataclass
@@ -19,16 +19,24 @@ class DemoConfig:
     model: str = DEFAULT_MODEL
     """The base model every stage starts from."""
     stage: str | None = None
-    """Run only this stage (its inputs must exist): prompts, candidates, labels, rm, best_of_n, dpo, ppo, evaluate, plots."""
+    """Run only this stage (its inputs must exist): prompts, candidates, labels, rm, best_of_n, dpo, ppo, grpo,
+    evaluate, plots."""
     redo: bool = False
     """Run the stages even when their results exist (with --stage: that stage only)."""
-    eval_prompts: int = 24
-    """Held-out prompts that every method answers in the final comparison."""
+    eval_prompts: int = 120
+    """Held-out prompts that every method answers in the final comparison (2 answers each from every method
+    and the base: a win rate's standard error of about 0.035)."""
+    candidate_prompts: int = 160
+    """Training prompts the base model answers for the annotator to label (every pair of their answers)."""
     candidates: int = 4
-    """Answers sampled per training prompt for the simulated annotator to compare."""
-    max_new_tokens: int = 64
+    """Answers sampled per labelled prompt for the simulated annotator to compare (K answers: K(K-1)/2 pairs)."""
+    system_prompt: str = "Answer in two or three sentences."
+    """The system message of every demo prompt (the deployment's instruction; "" for none)."""
+    max_new_tokens: int = 96
     """Most tokens per answer, in every stage."""
-    rm_steps: int = 40
+    rm_eval_fraction: float = 0.2
+    """Share of the training prompts whose labelled pairs are held out to measure the reward model (and DPO)."""
+    rm_steps: int = 60
     """Reward-model optimizer steps."""
     best_of_n: int = 8
     """N of the best-of-n stage."""
@@ -38,6 +46,14 @@ class DemoConfig:
     """PPO iterations (rollout + update)."""
     ppo_kl_target: float = 1.0
     """Target KL (nats per response) of PPO's adaptive KL controller."""
+    grpo_steps: int = 12
+    """GRPO iterations (rollout + update)."""
+    grpo_prompts: int = 4
+    """Prompts per GRPO rollout."""
+    grpo_group_size: int = 8
+    """Answers per prompt in a GRPO group."""
+    temperature: float = 0.7
+    """Sampling temperature of every stage (candidates, best-of-n, PPO and GRPO rollouts, the comparison)."""
     eval_samples: int = 2
     """Answers per held-out prompt from each method in the comparison."""
     batch_size: int = 8
@@ -54,11 +70,14 @@ class DemoConfig:
             raise ConfigError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         for name in (
             "eval_prompts",
+            "candidate_prompts",
             "max_new_tokens",
             "rm_steps",
             "best_of_n",
             "dpo_steps",
             "ppo_steps",
+            "grpo_steps",
+            "grpo_prompts",
             "eval_samples",
             "batch_size",
         ):
@@ -68,6 +87,14 @@ class DemoConfig:
             raise ConfigError(
                 f"--candidates must be at least 2 (the annotator compares pairs), got {self.candidates}"
             )
+        if not 0 < self.rm_eval_fraction < 1:
+            raise ConfigError(f"--rm-eval-fraction must be in (0, 1), got {self.rm_eval_fraction}")
+        if self.grpo_group_size < 2:
+            raise ConfigError(
+                f"--grpo-group-size must be at least 2 (a group's mean needs two), got {self.grpo_group_size}"
+            )
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0 (the methods sample), got {self.temperature}")
         if self.ppo_kl_target <= 0:
             raise ConfigError(f"--ppo-kl-target must be > 0, got {self.ppo_kl_target}")
 

@@ -264,10 +264,20 @@ DEMO_PROMPTS: tuple[str, ...] = (
 )
 
 
-def demo_prompt_sets(eval_count: int = 24) -> tuple[list[str], list[str]]:
-    """(training prompts, held-out evaluation prompts) for `alignkit demo`: every fourth prompt is held out."""
-    prompts = list(dict.fromkeys(demo_prompts() + list(DEMO_PROMPTS)))  # stable order, no duplicates
-    held = set(range(0, len(prompts), max(1, len(prompts) // eval_count))[:eval_count])
+def all_demo_prompts() -> list[str]:
+    """Every prompt `alignkit demo` uses, in a fixed order without duplicates (395 prompts)."""
+    from alignkit.demo.prompts import EVERYDAY_PROMPTS
+
+    return list(dict.fromkeys(demo_prompts() + list(DEMO_PROMPTS) + list(EVERYDAY_PROMPTS)))
+
+
+def demo_prompt_sets(eval_count: int = 120) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out evaluation prompts) for `alignkit demo`: ``eval_count`` prompts spread evenly
+    over the list are held out, the rest train."""
+    prompts = all_demo_prompts()
+    if not 0 < eval_count < len(prompts):
+        raise ValueError(f"eval_count must be in [1, {len(prompts) - 1}], got {eval_count}")
+    held = {round(i * len(prompts) / eval_count) for i in range(eval_count)}
     train = [p for i, p in enumerate(prompts) if i not in held]
     heldout = [p for i, p in enumerate(prompts) if i in held]
     return train, heldout

@@ -12,9 +12,10 @@ so an interrupted demo continues where it stopped.
 5. best_of_n   `alignkit sample --best-of-n`: N answers per evaluation prompt, the reward model keeps one
 6. dpo         `alignkit dpo`: the policy learns from the same labels directly, with no reward model
 7. ppo         `alignkit ppo`: the policy learns against the reward model with a KL penalty
-8. evaluate    every method answers the held-out prompts; the simulated annotator is the gold judge, the
+8. grpo        `alignkit grpo`: the same, critic-free: G answers per prompt, each against its group's mean
+9. evaluate    every method answers the held-out prompts; the simulated annotator is the gold judge, the
                reward model the proxy; one table: win rate versus base, gold score, proxy score, KL
-9. plots       `alignkit plot` of the runs and the best-of-n file
+10. plots      `alignkit plot` of the runs and the best-of-n file
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from alignkit.demo.layout import Layout
 from alignkit.errors import TrainingError, UserError
 from alignkit.files import atomic_write_json, atomic_write_text
 
-RUN_COMMANDS = ("rm", "dpo", "ppo")  # stages that write a run directory (checkpoints, --resume)
+RUN_COMMANDS = ("rm", "dpo", "ppo", "grpo")
+MONITOR_PROMPTS = 24  # held-out prompts PPO and GRPO score during training (the final comparison uses all)  # stages that write a run directory (checkpoints, --resume)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Demo(Layout):
             self._best_of_n_stage(),
             self._dpo_stage(),
             self._ppo_stage(),
+            self._grpo_stage(),
             Stage(
                 "evaluate",
                 "every method against the base model on held-out prompts",
@@ -91,13 +94,13 @@ class Demo(Layout):
             [
                 "sample",
                 "--prompts",
-                str(self.train_prompts),
+                str(self.candidate_prompts),
                 "--n-samples",
                 str(c.candidates),
                 "--max-new-tokens",
                 str(c.max_new_tokens),
                 "--temperature",
-                "1.0",
+                str(c.temperature),
                 "--output",
                 str(self.candidates),
                 "--overwrite",
@@ -122,6 +125,7 @@ class Demo(Layout):
                 "--seed",
                 str(self.cfg.seed),
             ],
+            after=self.split_labels,
             marker=self.out / "labels.done",
         )
 
@@ -134,9 +138,9 @@ class Demo(Layout):
             [
                 "rm",
                 "--data",
-                str(self.labels),
-                "--eval-split",
-                "0.2",
+                str(self.labels_train),
+                "--eval-data",
+                str(self.labels_eval),
                 "--max-steps",
                 str(c.rm_steps),
                 "--batch-size",
@@ -171,7 +175,7 @@ class Demo(Layout):
                 "--max-new-tokens",
                 str(c.max_new_tokens),
                 "--temperature",
-                "1.0",
+                str(c.temperature),
                 "--output",
                 str(self.bon),
                 "--overwrite",
@@ -188,13 +192,13 @@ class Demo(Layout):
             [
                 "dpo",
                 "--data",
-                str(self.labels),
-                "--eval-split",
-                "0.2",
+                str(self.labels_train),
+                "--eval-data",
+                str(self.labels_eval),
                 "--max-steps",
                 str(c.dpo_steps),
                 "--batch-size",
-                "1",
+                "1",  # one pair per forward, accumulated: no padding to the longer pair (faster on a CPU)
                 "--grad-accum",
                 str(c.batch_size),
                 "--max-length",
@@ -234,18 +238,60 @@ class Demo(Layout):
                 "32",
                 "--kl-coef",
                 "0.1",
+                "--temperature",
+                str(c.temperature),
                 "--gold-judge",
                 "simulated",
                 "--lr",
                 "1e-4",
                 "--eval-data",
-                str(self.eval_prompts),
+                str(self.monitor_prompts),
                 "--eval-every",
                 str(max(1, c.ppo_steps // 3)),
                 "--save-every",
                 str(max(5, c.ppo_steps // 2)),
                 "--output",
                 str(self.ppo),
+                *self._common(),
+            ],
+        )
+
+    def _grpo_stage(self) -> Stage:
+        c = self.cfg
+        return self.command_stage(
+            "grpo",
+            "GRPO against the reward model, no value model (alignkit grpo)",
+            self.grpo / "report.json",
+            [
+                "grpo",
+                "--prompts",
+                str(self.train_prompts),
+                "--reward-model",
+                str(self.rm),
+                "--max-steps",
+                str(c.grpo_steps),
+                "--batch-size",
+                str(c.grpo_prompts),
+                "--group-size",
+                str(c.grpo_group_size),
+                "--max-new-tokens",
+                str(c.max_new_tokens),
+                "--temperature",
+                str(c.temperature),
+                "--gold-judge",
+                "simulated",
+                "--eval-data",
+                str(self.monitor_prompts),
+                "--eval-split",
+                "0",
+                "--eval-every",
+                str(max(1, c.grpo_steps // 3)),
+                "--eval-samples",
+                "1",
+                "--save-every",
+                str(max(5, c.grpo_steps // 2)),
+                "--output",
+                str(self.grpo),
                 *self._common(),
             ],
         )
@@ -260,6 +306,7 @@ class Demo(Layout):
                 str(self.rm),
                 str(self.dpo),
                 str(self.ppo),
+                str(self.grpo),
                 str(self.bon),
                 "--output",
                 str(self.plots),
@@ -298,25 +345,51 @@ class Demo(Layout):
         from alignkit.demo.data import demo_prompt_sets
 
         train, held = demo_prompt_sets(self.cfg.eval_prompts)
-        for path, prompts in ((self.train_prompts, train), (self.eval_prompts, held)):
+        monitor = held[:: max(1, len(held) // MONITOR_PROMPTS)][:MONITOR_PROMPTS]
+        labelled = train[:: max(1, len(train) // self.cfg.candidate_prompts)][: self.cfg.candidate_prompts]
+        system = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else []
+        files = (
+            (self.train_prompts, train),
+            (self.candidate_prompts, labelled),
+            (self.eval_prompts, held),
+            (self.monitor_prompts, monitor),
+        )
+        for path, prompts in files:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+            rows = [{"prompt": [*system, {"role": "user", "content": p}]} for p in prompts]
+            atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
         console.info(
             f"{len(train)} training prompts, {len(held)} held-out prompts -> {self.train_prompts.parent}"
         )
 
     def write_pair_items(self) -> None:
-        """Each prompt's K candidates become K pairs (a ring: 0-1, 1-2, ..., K-1-0) for the annotator."""
+        """Each prompt's K candidates become every one of their K(K-1)/2 pairs for the annotator."""
         lines = []
         for raw in self.candidates.read_text().splitlines():
             row = json.loads(raw)
             texts = [c["text"] for c in row["candidates"]]
-            k = len(texts)
-            for i in range(k if k > 2 else 1):
-                a, b = texts[i], texts[(i + 1) % k]
-                if a.strip() and b.strip() and a != b:
-                    lines.append(json.dumps({"prompt": row["prompt"], "candidates": [a, b]}))
+            for i in range(len(texts)):
+                for j in range(i + 1, len(texts)):
+                    a, b = texts[i], texts[j]
+                    if a.strip() and b.strip() and a != b:
+                        lines.append(json.dumps({"prompt": row["prompt"], "candidates": [a, b]}))
         atomic_write_text(self.pair_items, "\n".join(lines) + "\n")
+
+    def split_labels(self) -> None:
+        """Split the labels by prompt: ``rm_eval_fraction`` of the prompts' pairs are held out for the reward
+        model's (and DPO's) evaluation, so no held-out pair shares an answer, or a prompt, with a training pair."""
+        import random
+
+        lines = [line for line in self.labels.read_text().splitlines() if line.strip()]
+        keys = [_prompt_key(json.loads(line)) for line in lines]
+        prompts = sorted({k for k in keys if k is not None})
+        random.Random(self.cfg.seed).shuffle(prompts)
+        held = set(prompts[: max(1, round(self.cfg.rm_eval_fraction * len(prompts)))])
+        train = [line for line, key in zip(lines, keys, strict=True) if key not in held]
+        evals = [line for line, key in zip(lines, keys, strict=True) if key in held]
+        atomic_write_text(self.labels_train, "\n".join(train) + "\n")
+        atomic_write_text(self.labels_eval, "\n".join(evals) + "\n")
+        console.info(f"{len(train)} training pairs, {len(evals)} held-out pairs ({len(held)} prompts)")
 
     def evaluate(self) -> None:
         from alignkit.demo.compare import evaluate_methods
@@ -358,6 +431,12 @@ class Demo(Layout):
 
         show_table(result)
         return result
+
+
+def _prompt_key(event: dict[str, Any]) -> str | None:
+    """The prompt of a label-file event (a label, or a tie's ``tied`` pair) as a comparable string."""
+    prompt = event.get("prompt", (event.get("tied") or {}).get("prompt"))
+    return None if prompt is None else json.dumps(prompt, sort_keys=True)
 
 
 def _stage_message(stage: str, why: str) -> str:

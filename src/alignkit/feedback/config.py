@@ -153,6 +153,9 @@ class JudgeConfig:
     """With --swap: what an order-dependent verdict becomes: tie (recorded, not trained on) or drop."""
     choices: str = "A,B"
     """The two answer names the judge picks between, comma-separated (A,B or 1,2)."""
+    tie_margin: float = 0.0
+    """Simulated judge: scores closer than this are a tie, as a person calls near-equal answers "about the
+    same" (0: only equal scores tie)."""
     annotator: str | None = None
     """Name in the label file (default: judge:<model>)."""
     seed: int = 0
@@ -210,9 +213,16 @@ class JudgeConfig:
         ):
             if value < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
-        for name, value in (("timeout", self.timeout), ("retry_wait", self.retry_wait), ("rate", self.rate)):
+        for name, value in (
+            ("timeout", self.timeout),
+            ("retry_wait", self.retry_wait),
+            ("rate", self.rate),
+            ("tie_margin", self.tie_margin),
+        ):
             if value < 0 or value != value:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+        if self.tie_margin > 0 and self.judge.strip().lower() != "simulated":
+            raise ConfigError("--tie-margin is for --judge simulated (a model judge says a tie itself)")
         if "://" in self.judge and not self.is_http():
             raise ConfigError(f"--judge {self.judge!r}: only http:// and https:// endpoints are supported")
         if self.is_http():

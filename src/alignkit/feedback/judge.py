@@ -60,7 +60,7 @@ def make_judge(cfg: JudgeConfig, template: Template) -> Judge:
     if cfg.judge.strip().lower() == "simulated":  # the demo's transparent rule (feedback/judges/simulated.py)
         from alignkit.feedback.judges.simulated import SimulatedJudge
 
-        return SimulatedJudge()
+        return SimulatedJudge(tie_margin=cfg.tie_margin)
     if cfg.is_http():
         from alignkit.feedback.judges.http import HttpJudge
 

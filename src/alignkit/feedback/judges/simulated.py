@@ -6,7 +6,8 @@ approximate, so that over-optimisation of the proxy is measurable (Gao et al. 20
 Reward Model Overoptimization", arXiv:2210.10760, use a larger reward model as the gold labeller in the
 same way). The rule is deliberately simple and public, and it is NOT plain length:
 
-    score(prompt, answer) =   2.0 * relevance        (share of the prompt's content words the answer uses)
+    score(prompt, answer) =   2.0 * relevance        (share of the prompt's content words the answer uses;
+                                                      a system message and role labels are not counted)
                             + 1.0 * complete         (the answer ends a sentence: . ! ? ) " ` or a code fence)
                             - 3.0 * repetition       (share of the answer's word 3-grams that repeat)
                             - 2.0 * refusal          (`habits.is_refusal`: full or partial refusal)
@@ -69,9 +70,24 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in _STOP and (len(w) >= 3 or w.isdigit())}
 
 
+_TURN = re.compile(r"(?:^|\n\n)(System|User|Assistant|Tool): ")
+
+
+def request_text(prompt: str) -> str:
+    """The words a person asked for: a role-labelled conversation (`conversation_text`: "System: ...\n\nUser:
+    ...") without its system turns and role labels; plain text as it is."""
+    if not _TURN.match(prompt):
+        return prompt
+    parts = _TURN.split(prompt)[1:]  # role, text, role, text, ...
+    return "\n\n".join(text for role, text in zip(parts[::2], parts[1::2], strict=True) if role != "System")
+
+
 def relevance(prompt: str, answer: str) -> float:
-    """Share of the prompt's content words that the answer uses, in [0, 1] (1 when the prompt has none)."""
-    wanted = content_words(prompt)
+    """Share of the prompt's content words that the answer uses, in [0, 1] (1 when the prompt has none).
+
+    The prompt's words are those of its request (`request_text`): a system message and the role labels of a
+    conversation are not what the user asked about."""
+    wanted = content_words(request_text(prompt))
     if not wanted:
         return 1.0
     have = set(words(answer))
@@ -131,10 +147,15 @@ def simulated_scores(prompts: Sequence[str], answers: Sequence[str]) -> list[flo
 class SimulatedJudge:
     """`alignkit judge --judge simulated`: the rule above as a pairwise judge (no model, no randomness).
 
-    The verdict's ``first`` is sigmoid(score_a - score_b), so its confidence grows with the gap.
+    The verdict's ``first`` is sigmoid(score_a - score_b), so its confidence grows with the gap. Scores
+    within ``tie_margin`` of each other are a tie (no winner): an annotator's "about the same", which
+    preference data collection offers people too (the gold score itself does not change).
     """
 
     name = NAME
+
+    def __init__(self, tie_margin: float = 0.0):
+        self.tie_margin = max(float(tie_margin), TIE_EPS)
 
     def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
         import math
@@ -144,7 +165,7 @@ class SimulatedJudge:
             a = simulated_score(inp.prompt, inp.answer_a)
             b = simulated_score(inp.prompt, inp.answer_b)
             gap = a - b
-            winner = None if abs(gap) <= TIE_EPS else (0 if gap > 0 else 1)
+            winner = None if abs(gap) <= self.tie_margin else (0 if gap > 0 else 1)
             first = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, gap))))
             verdicts.append(Verdict(winner, first=first, reply=f"{a:.3f} vs {b:.3f}"))
         return verdicts
