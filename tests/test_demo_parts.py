@@ -37,3 +37,14 @@ def test_row_verdict_needs_two_standard_errors():
     assert close["verdict"] == "no clear difference"
     worse = _row("m", [0.0] * 30 + [1.0] * 10, 1.0, 1.0, 0.1, 50.0, "sampled")
     assert worse["verdict"] == "worse than base"
+
+
+def test_demo_options_are_checked_up_front():
+    from alignkit.demo.config import DemoConfig
+    from alignkit.errors import ConfigError
+
+    DemoConfig().validate()
+    for bad in ({"eval_prompts": len(all_demo_prompts())}, {"rm_eval_fraction": 1.0}, {"temperature": 0.0},
+                {"grpo_group_size": 1}, {"candidate_prompts": 0}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            DemoConfig(**bad).validate()
