@@ -34,8 +34,8 @@ from alignkit.demo.layout import Layout
 from alignkit.errors import TrainingError, UserError
 from alignkit.files import atomic_write_json, atomic_write_text
 
-RUN_COMMANDS = ("rm", "dpo", "ppo", "grpo")
-MONITOR_PROMPTS = 24  # held-out prompts PPO and GRPO score during training (the final comparison uses all)  # stages that write a run directory (checkpoints, --resume)
+RUN_COMMANDS = ("rm", "dpo", "ppo", "grpo")  # stages that write a run directory (checkpoints, --resume)
+MONITOR_PROMPTS = 24  # held-out prompts PPO and GRPO score during training (the final comparison uses all)
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Demo(Layout):
         c = self.cfg
         return self.command_stage(
             "candidates",
-            "the base model answers each training prompt (alignkit sample)",
+            "the base model answers the labelled training prompts (alignkit sample)",
             self.candidates,
             [
                 "sample",
