@@ -46,9 +46,9 @@ def merged_for_inference(model: nn.Module) -> Iterator[int]:
 
     For inference only (sampling): the adapter's ``B A x`` path costs a few small kernels per layer per
     forward, which at a decode step's handful of rows take as long as the base matmul itself (8 rows x 32
-    tokens of SmolLM2-135M: 2.76 s with it, 2.15 s merged; docs/implementation_details.md). The merged weight is computed in
-    float32 and rounded once to the layer's dtype, so outputs match the unmerged forward up to that
-    rounding. Nothing of ``model`` is modified in place: each base layer gets a new weight tensor for the
+    tokens of SmolLM2-135M: 2.76 s with it, 2.15 s merged; docs/implementation_details.md). The merged
+    weight is computed in float32 and rounded once to the layer's dtype, so outputs match the unmerged
+    forward up to that rounding. Nothing of ``model`` is modified in place: each base layer gets a new weight tensor for the
     duration, and its own weight object (and the layer's forward) come back on exit, so a following
     training step sees exactly the weights it had.
 
