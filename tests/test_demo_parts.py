@@ -44,7 +44,16 @@ def test_demo_options_are_checked_up_front():
     from alignkit.errors import ConfigError
 
     DemoConfig().validate()
-    for bad in ({"eval_prompts": len(all_demo_prompts())}, {"rm_eval_fraction": 1.0}, {"temperature": 0.0},
+    for bad in ({"rm_eval_fraction": 1.0}, {"temperature": 0.0},
                 {"grpo_group_size": 1}, {"candidate_prompts": 0}):  # fmt: skip
         with pytest.raises(ConfigError):
             DemoConfig(**bad).validate()
+
+
+def test_too_many_held_out_prompts_is_a_one_line_error(tmp_path, capsys):
+    from alignkit.cli import main
+
+    rc = main(["demo", "--eval-prompts", str(len(all_demo_prompts())), "--output", str(tmp_path / "d")])
+    assert rc == 2
+    assert "--eval-prompts must be below" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before any stage ran

@@ -87,13 +87,6 @@ class DemoConfig:
             raise ConfigError(
                 f"--candidates must be at least 2 (the annotator compares pairs), got {self.candidates}"
             )
-        from alignkit.demo.data import all_demo_prompts
-
-        total = len(all_demo_prompts())
-        if self.eval_prompts >= total:
-            raise ConfigError(
-                f"--eval-prompts must be below the {total} demo prompts (the rest train), got {self.eval_prompts}"
-            )
         if not 0 < self.rm_eval_fraction < 1:
             raise ConfigError(f"--rm-eval-fraction must be in (0, 1), got {self.rm_eval_fraction}")
         if self.grpo_group_size < 2:

@@ -30,8 +30,9 @@ from typing import Any
 from alignkit import console
 from alignkit.config import DEFAULT_MODEL
 from alignkit.demo.config import STAGES, DemoConfig
+from alignkit.demo.data import all_demo_prompts
 from alignkit.demo.layout import Layout
-from alignkit.errors import TrainingError, UserError
+from alignkit.errors import ConfigError, TrainingError, UserError
 from alignkit.files import atomic_write_json, atomic_write_text
 
 RUN_COMMANDS = ("rm", "dpo", "ppo", "grpo")  # stages that write a run directory (checkpoints, --resume)
@@ -467,6 +468,11 @@ def _quote(arg: str) -> str:
 def run_demo(cfg: DemoConfig, runner: Runner) -> dict[str, Any]:
     """Run (or continue) the demo; ``runner`` runs each stage's command line (the CLI's ``main``)."""
     cfg.validate()
+    total = len(all_demo_prompts())
+    if cfg.eval_prompts >= total:
+        raise ConfigError(
+            f"--eval-prompts must be below the {total} demo prompts (the rest train), got {cfg.eval_prompts}"
+        )
     if cfg.stage is not None and cfg.stage not in STAGES:  # validate() says so; kept for type checkers
         raise UserError(f"unknown stage {cfg.stage}")
     return Demo(cfg, runner).run()
