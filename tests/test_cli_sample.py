@@ -244,12 +244,51 @@ def test_long_prompt_is_cut_from_the_left_and_counted(tiny_model_dir, tmp_path, 
 # ---------------------------------------------------------------------------------------------- bad input
 
 
+def test_best_of_n_with_a_reward_function_reads_columns_and_skips_none(tiny_model_dir, tmp_path, capsys):
+    """A TRL-signature function as the rerank score: it sees each record's other columns per candidate, and
+    a None (no score) is never chosen while a scored candidate is left; all-None prompts export no pair."""
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "Say something.", "target": "a"}, {"prompt": "Name a colour.", "target": "e"},
+            {"prompt": "Say hello.", "target": None}]  # fmt: skip
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fn = tmp_path / "count.py"
+    fn.write_text(
+        "def count(prompts, completions, target, **kwargs):\n"
+        "    return [None if t is None or len(c) % 3 == 0 else float(c.count(t))\n"
+        "            for c, t in zip(completions, target)]\n"
+    )
+    out, pairs = tmp_path / "best.jsonl", tmp_path / "pairs.jsonl"
+    summary = run_json(
+        ["sample", "--prompts", str(prompts), "--model", str(tiny_model_dir), "--best-of-n", "4",
+         "--reward-fn", f"{fn}:count", "--output", str(out), "--export-pairs", str(pairs),
+         "--temperature", "1.5", *FAST],
+        capsys,
+    )  # fmt: skip
+    lines = read_jsonl(out)
+    for row, line in zip(rows, lines, strict=True):
+        texts = [c["text"] for c in line["candidates"]]
+        expect = [None if row["target"] is None or len(t) % 3 == 0 else float(t.count(row["target"])) for t in texts]
+        got = [c["score"] for c in line["candidates"]]  # null where the function gave None
+        assert got == expect
+        scored = [s for s in expect if s is not None]
+        if scored:
+            assert expect[line["chosen_index"]] == max(scored)
+            assert expect[line["worst_index"]] == min(scored)
+    scored = [c["score"] for line in lines for c in line["candidates"] if c["score"] is not None]
+    assert summary["mean_score"] == pytest.approx(sum(scored) / len(scored))
+    assert "count" in summary["rewards"]
+    assert len(read_jsonl(pairs)) == summary["pairs"] <= 2  # the all-None prompt gives no pair
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--best-of-n", "0", "--reward-model", "x"], "--best-of-n must be >= 1"),
         (["--n-samples", "0"], "--n-samples must be >= 1"),
         (["--best-of-n", "4"], "--best-of-n needs at least one --reward-model"),
+        (["--reward-fn", "length"], "add --best-of-n"),
+        (["--best-of-n", "2", "--reward-fn", "length", "--reward-fn-weight", "1", "--reward-fn-weight", "2"],
+         "one weight per reward function"),  # fmt: skip
         (["--n-samples", "2", "--best-of-n", "2", "--reward-model", "x"], "not both"),
         (["--export-pairs", "p.jsonl"], "--export-pairs needs --best-of-n"),
         (["--best-of-n", "2", "--reward-model", "x", "--gate", "x0.5"], "NAME:THRESHOLD"),

@@ -45,7 +45,7 @@ def test_demo_options_are_checked_up_front():
 
     DemoConfig().validate()
     for bad in ({"rm_eval_fraction": 1.0}, {"temperature": 0.0},
-                {"grpo_group_size": 1}, {"candidate_prompts": 0}):  # fmt: skip
+                {"grpo_group_size": 1}, {"candidate_prompts": 0}, {"grpo_mini_batches": 3}):  # fmt: skip
         with pytest.raises(ConfigError):
             DemoConfig(**bad).validate()
 

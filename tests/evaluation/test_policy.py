@@ -223,3 +223,37 @@ def test_gate_gives_the_gate_models_own_score_as_its_help_says(tiny_model_dir, t
     assert gated.last_per_model is not None
     assert sum(scores) / 2 == pytest.approx(gated.last_per_model["b"], abs=1e-5)
     assert sum(scores) / 2 != pytest.approx(gated.last_per_model["a"], abs=1e-5)
+
+
+def test_reference_answers_are_sampled_once_and_equal_a_fresh_sampling(
+    tiny_model_dir, prompts_file, tmp_path, monkeypatch
+):
+    from alignkit.evaluation import policy as evaluation
+    from alignkit.evaluation.policy_config import EvalPolicyConfig
+
+    calls = []
+    real_sample = evaluation.sample
+    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
+
+    def cfg(run, name, **kw):
+        out = tmp_path / f"{name}.jsonl"
+        return EvalPolicyConfig(
+            policy=str(run), prompts=str(prompts_file), judge="simulated", n_samples=2, max_new_tokens=6,
+            dtype="fp32", show=0, output=str(out), overwrite=True, **kw,
+        )  # fmt: skip
+
+    a = make_policy(tmp_path / "a", tiny_model_dir, 0.5)
+    b = make_policy(tmp_path / "b", tiny_model_dir, 0.7)
+    shared: dict = {}
+    evaluation.run_eval_policy(cfg(a, "a"), shared)
+    evaluation.run_eval_policy(cfg(b, "b"), shared)
+    assert len(calls) == 3 and len(shared) == 1  # policy a, reference, policy b
+    evaluation.run_eval_policy(cfg(b, "b_fresh"))
+    evaluation.run_eval_policy(cfg(b, "b_seed", seed=7), shared)  # another seed: sampled again
+    assert len(calls) == 7 and len(shared) == 2
+
+    def side(name, key):
+        return [json.loads(x)[key] for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+
+    assert side("b", "reference") == side("b_fresh", "reference") == side("a", "reference")
+    assert side("b", "policy") == side("b_fresh", "policy")

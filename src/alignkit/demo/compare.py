@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from alignkit.demo.layout import Layout
 
 
-def _policy_eval(demo: Layout, run, name: str) -> dict[str, Any]:
+def _policy_eval(demo: Layout, run, name: str, reference_answers: dict) -> dict[str, Any]:
     from alignkit.evaluation.policy import run_eval_policy
     from alignkit.evaluation.policy_config import EvalPolicyConfig
 
@@ -45,7 +45,7 @@ def _policy_eval(demo: Layout, run, name: str) -> dict[str, Any]:
         f"$ alignkit eval policy --policy {run} --prompts {demo.eval_prompts} --reward-model {demo.rm} "
         f"--judge simulated --gold-judge simulated --n-samples {c.eval_samples} --temperature {c.temperature}"
     )
-    return run_eval_policy(cfg)
+    return run_eval_policy(cfg, reference_answers)
 
 
 def _row(
@@ -85,11 +85,12 @@ POLICIES = ("dpo", "ppo", "grpo")  # trained runs, evaluated by `alignkit eval p
 
 def evaluate_methods(demo: Layout) -> dict[str, Any]:
     """Evaluate every method; returns {"methods": [...], "reward_model": {...}, "settings": {...}}."""
-    evals = {name: _policy_eval(demo, getattr(demo, name), name) for name in POLICIES}
+    # The base model's answers are the reference side of each evaluation (the base with the adapter off), with
+    # the same prompts, settings and seed for every method: sampled once and reused.
+    reference_answers: dict = {}
+    evals = {name: _policy_eval(demo, getattr(demo, name), name, reference_answers) for name in POLICIES}
     first = evals[POLICIES[0]]
 
-    # The base model's answers: the reference side of an evaluation (the base with the adapter off). Every
-    # evaluation samples it with the same seed, so the base answers are the same for every method.
     base_gold = _gold_by_prompt(demo, POLICIES[0], "reference")
     rows = [
         _row(

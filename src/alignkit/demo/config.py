@@ -52,6 +52,9 @@ class DemoConfig:
     """Prompts per GRPO rollout."""
     grpo_group_size: int = 8
     """Answers per prompt in a GRPO group."""
+    grpo_mini_batches: int = 4
+    """Optimizer steps per GRPO rollout (TRL's steps_per_generation): as many policy updates per rollout as
+    PPO's 4 epochs make, at one extra forward pass for the old log-probabilities."""
     temperature: float = 0.7
     """Sampling temperature of every stage (candidates, best-of-n, PPO and GRPO rollouts, the comparison)."""
     eval_samples: int = 2
@@ -78,6 +81,7 @@ class DemoConfig:
             "ppo_steps",
             "grpo_steps",
             "grpo_prompts",
+            "grpo_mini_batches",
             "eval_samples",
             "batch_size",
         ):
@@ -92,6 +96,11 @@ class DemoConfig:
         if self.grpo_group_size < 2:
             raise ConfigError(
                 f"--grpo-group-size must be at least 2 (a group's mean needs two), got {self.grpo_group_size}"
+            )
+        if (self.grpo_prompts * self.grpo_group_size) % self.grpo_mini_batches:
+            raise ConfigError(
+                f"--grpo-mini-batches ({self.grpo_mini_batches}) must divide the answers of a GRPO rollout "
+                f"(--grpo-prompts x --grpo-group-size = {self.grpo_prompts * self.grpo_group_size})"
             )
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0 (the methods sample), got {self.temperature}")

@@ -275,6 +275,8 @@ class Demo(Layout):
                 str(c.grpo_prompts),
                 "--group-size",
                 str(c.grpo_group_size),
+                "--num-mini-batches",
+                str(c.grpo_mini_batches),
                 "--max-new-tokens",
                 str(c.max_new_tokens),
                 "--temperature",

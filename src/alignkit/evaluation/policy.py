@@ -246,16 +246,27 @@ class Answers:
     prompt_index: list[int]  # which prompt row i answers: the clusters of the win rate's standard error
 
 
-def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
-    """Answer, score and compare; print the summary and return it (also written to --output's lines)."""
+def run_eval_policy(cfg: EvalPolicyConfig, reference_answers: dict | None = None) -> dict[str, Any]:
+    """Answer, score and compare; print the summary and return it (also written to --output's lines).
+
+    ``reference_answers``: a dict kept by a caller that evaluates several policies of one base on the same
+    prompts (`alignkit demo`): the reference's answers are sampled once and reused, keyed by everything that
+    decides them (reference, prompts, sampling settings, seed), so the result is the same as without it."""
     out_path, prompts = read_prompts(cfg)
     started = time.perf_counter()
     sides = Sides(cfg)
 
     console.info(f"answering {len(prompts)} prompts x {cfg.n_samples} with the policy and the reference")
     policy_batch = sample(sides.model, sides.tokenizer, prompts, cfg, cfg.seed)
-    with sides.reference() as ref:
-        reference_batch = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed)
+    key = _reference_key(sides, prompts, cfg)
+    if reference_answers is not None and key in reference_answers:
+        reference_batch = reference_answers[key]
+        console.info("the reference's answers: reused from an earlier evaluation with the same settings")
+    else:
+        with sides.reference() as ref:
+            reference_batch = sample(ref, sides.tokenizer, prompts, cfg, cfg.seed)
+        if reference_answers is not None:
+            reference_answers[key] = reference_batch
     kl, kl_err = kl_from_samples(sides, policy_batch, cfg.temperature)
     answers = Answers(
         prompts=[prompt_text(prompts[g.prompt_index]) for g in policy_batch],
@@ -305,6 +316,15 @@ def run_eval_policy(cfg: EvalPolicyConfig) -> dict[str, Any]:
         result["output"] = str(out_path)
     show(result, answers.prompts, answers.policy, answers.reference, rows, cfg.show)
     return result
+
+
+def _reference_key(sides: Sides, prompts: Sequence[Conversation], cfg: EvalPolicyConfig) -> str:
+    """Everything the reference's sampled answers depend on, as one string."""
+    import json
+
+    settings = [cfg.n_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed, cfg.dtype, cfg.batch_size]
+    conversations = [[m.to_dict() for m in p] for p in prompts]
+    return json.dumps([sides.reference_name, settings, conversations])
 
 
 def read_prompts(cfg: EvalPolicyConfig) -> tuple[Path | None, list[Conversation]]:

@@ -17,7 +17,7 @@ def show_sample(summary: dict[str, Any]) -> None:
             ("mean score (1 sample)", summary["mean_score"]),
         ]
         items += [
-            (f"  {name} mean / best", f"{v['mean']:.4g} / {v['mean_best']:.4g}")
+            (f"  {name} mean / best", f"{_num(v['mean'])} / {_num(v['mean_best'])}")
             for name, v in summary["rewards"].items()
         ]
         if "gate_pass_rate" in summary:
@@ -32,3 +32,7 @@ def show_sample(summary: dict[str, Any]) -> None:
     ]
     items += [(f"exported {k}", summary[k]) for k in ("pairs", "sft") if k in summary]
     console.key_values("alignkit sample", items)
+
+
+def _num(value: float | None) -> str:
+    return "none scored" if value is None else f"{value:.4g}"

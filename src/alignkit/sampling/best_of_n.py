@@ -56,7 +56,9 @@ def gate_passed(rewards: RewardSet, per_model: dict[str, Tensor]) -> Tensor | No
 
 
 def _lexicographic(combined: Tensor, passed: Tensor | None, best: bool) -> Tensor:
-    """Index (P,) of the best (or worst) of (P, N) candidates by (passed, combined)."""
+    """Index (P,) of the best (or worst) of (P, N) candidates by (passed, combined). A NaN score (a reward
+    function's None: no score) is never chosen as best or as worst while a scored candidate is left."""
+    combined = combined.nan_to_num(nan=float("-inf") if best else float("inf"), posinf=1e30, neginf=-1e30)
     if passed is None:
         return combined.argmax(-1) if best else combined.argmin(-1)
     # Rows where some candidate passes choose among those (best) / rows where some fails among those (worst).
@@ -84,6 +86,7 @@ def score_generations(
     prompts: Sequence[Conversation],
     generations: Sequence[Generation],
     batch_size: int = 16,
+    columns: dict[str, list] | None = None,
 ) -> Scores:
     """Score every generation with every reward model (B rows; ``prompts`` (P,) indexed by prompt_index).
 
@@ -93,6 +96,7 @@ def score_generations(
     prompt go in together, as a group: a reward model that shares prompts (`RewardModel.score_groups`)
     forwards the prompt once for all of them. Groups go through in length order, about ``batch_size``
     rows at a time (a group is never split between calls), so each forward pass pads little.
+    ``columns``: keyword lists for reward functions, one value per generation (in ``generations``' order).
     """
     suffix = template_suffix_ids(tokenizer)
     rows = [list(g.prompt_ids) + list(g.response_ids) + (suffix if g.finished else []) for g in generations]
@@ -117,6 +121,7 @@ def score_generations(
             TokenBatch(ids, mask.bool(), tokenizer),
             [generations[i].finished for i in chunk],
             groups=[generations[i].prompt_index for i in chunk],
+            columns={k: [v[i] for i in chunk] for k, v in columns.items()} if columns else None,
         )
         combined[chunk] = scores.float()
         for name, values in per.items():

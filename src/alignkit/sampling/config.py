@@ -32,11 +32,15 @@ class SampleConfig:
     n_samples: int | None = None
     """Answers per prompt without reranking (default 1)."""
     best_of_n: int | None = None
-    """Sample N candidates per prompt, score them with --reward-model and keep the best."""
+    """Sample N candidates per prompt, score them with --reward-model and/or --reward-fn and keep the best."""
     reward_model: list[str] = field(default_factory=list)
     """Reward model for --best-of-n: an `alignkit rm` run dir or a sequence-classifier checkpoint, as DIR or NAME=DIR. Repeat for several."""
     reward_weight: list[float] = field(default_factory=list)
     """Weight of each --reward-model in the combined score, in the same order (default 1 each)."""
+    reward_fn: list[str] = field(default_factory=list)
+    """Reward function for --best-of-n: a built-in verifier (math, length, ifeval) or `FILE.py:NAME` / `MODULE:NAME`, TRL's signature fn(prompts, completions, **columns) -> list[float | None] (the prompt records' other columns as keyword lists; None: no score, never chosen). Repeat for several; combined with the reward models (docs/rewards.md)."""
+    reward_fn_weight: list[float] = field(default_factory=list)
+    """Weight of each --reward-fn in the combined score, in the same order (default 1 each)."""
     combine: str = "sum"
     """How several reward models make one score: sum (of weighted scores) or min (the worst weighted score)."""
     gate: str | None = None
@@ -100,15 +104,20 @@ class SampleConfig:
         )
         reranking = self.best_of_n is not None
         need(
-            not reranking or bool(self.reward_model),
-            "--best-of-n needs at least one --reward-model DIR to score the candidates",
+            not reranking or bool(self.reward_model or self.reward_fn),
+            "--best-of-n needs at least one --reward-model DIR or --reward-fn to score the candidates",
         )
         need(
-            reranking or not self.reward_model,
-            "--reward-model scores candidates for --best-of-n N; add --best-of-n",
+            reranking or not (self.reward_model or self.reward_fn),
+            "--reward-model and --reward-fn score candidates for --best-of-n N; add --best-of-n",
         )
         for flag, value in (("--export-pairs", self.export_pairs), ("--export-sft", self.export_sft)):
-            need(reranking or value is None, f"{flag} needs --best-of-n N and a --reward-model")
+            need(reranking or value is None, f"{flag} needs --best-of-n N and a --reward-model or --reward-fn")
+        need(
+            not self.reward_fn_weight or len(self.reward_fn_weight) == len(self.reward_fn),
+            f"{len(self.reward_fn_weight)} --reward-fn-weight for {len(self.reward_fn)} --reward-fn: "
+            "give one weight per reward function",
+        )
         need(
             not self.reward_weight or len(self.reward_weight) == len(self.reward_model),
             f"{len(self.reward_weight)} --reward-weight for {len(self.reward_model)} --reward-model: "
@@ -132,8 +141,8 @@ class SampleConfig:
                 "--gate ranks passing candidates by the weighted sum; drop --combine min",
             )
             need(
-                len(self.reward_model) >= 2,
-                "--gate needs another --reward-model to rank the candidates that pass the gate",
+                len(self.reward_model) + len(self.reward_fn) >= 2,
+                "--gate needs another --reward-model or --reward-fn to rank the candidates that pass the gate",
             )
         need(self.score_batch_size >= 1, f"--score-batch-size must be >= 1, got {self.score_batch_size}")
         need(self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}")

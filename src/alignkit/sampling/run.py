@@ -17,6 +17,8 @@ Output line (what `alignkit label` / `judge` read: ``prompt`` + ``candidates`` w
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import tempfile
@@ -122,6 +124,8 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
     from alignkit.models.device import default_device
     from alignkit.rewards.ensemble import load_reward_set
 
+    from alignkit.rewards.verifiers import reward_function_members
+
     shared = isinstance(model, PeftModel)
     return load_reward_set(
         cfg.reward_model,
@@ -134,6 +138,7 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
         shared_base=base if shared else None,
         forward_batch_size=cfg.score_batch_size,
         device=default_device(),
+        functions=reward_function_members(cfg.reward_fn, cfg.reward_fn_weight or None),
     )
 
 
@@ -142,7 +147,8 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
     if not cfg.prompts:
         raise ConfigError("--prompts PATH is required (a prompt file, or any data file with prompts)")
     paths = _check_outputs(cfg)
-    prompts = _load_prompts(cfg)
+    records = _load_prompts(cfg)
+    prompts = [rec.prompt for rec in records]
     model, tokenizer, base = load_policy(cfg)
     reranking = cfg.best_of_n is not None
     rewards = _load_rewards(cfg, model, base) if reranking else None
@@ -151,7 +157,7 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
 
     writers = {role: AtomicJsonl(path) for role, path in paths.items()}
     try:
-        totals, sums = _sample_all(cfg, prompts, model, tokenizer, rewards, settings, writers)
+        totals, sums = _sample_all(cfg, records, model, tokenizer, rewards, settings, writers)
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -171,21 +177,21 @@ def run_sample(cfg: SampleConfig) -> dict[str, Any]:
 
 
 def _load_prompts(cfg: SampleConfig) -> list[Any]:
-    """The prompts of ``cfg.prompts`` (conversations), warning about skipped invalid records."""
+    """The prompt records of ``cfg.prompts`` (their other columns go to reward functions), warning about
+    skipped invalid records."""
     from alignkit.data.load import load_records
 
     loaded = load_records(
         cfg.prompts, kind="prompt", format=cfg.format, skip_invalid=cfg.skip_invalid, limit=cfg.limit
     )
-    prompts = [rec.prompt for rec in loaded.records]
     if loaded.skipped:
         console.warn(f"{len(loaded.skipped)} invalid prompt records skipped (first: {loaded.skipped[0][0]})")
-    return prompts
+    return list(loaded.records)
 
 
 def _sample_all(
     cfg: SampleConfig,
-    prompts: list[Any],
+    records: list[Any],
     model: Any,
     tokenizer: Any,
     rewards: Any,
@@ -194,8 +200,10 @@ def _sample_all(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Sample (and, with ``rewards``, rerank) the prompts in chunks of about ``CHUNK_ROWS`` candidates, each
     chunk with its own seed; write every line. Returns (totals, score sums) for the summary."""
+    from alignkit.rewards.functions import record_columns
     from alignkit.sampling.generate import generate
 
+    prompts = [rec.prompt for rec in records]
     n = settings.n
     totals: dict[str, Any] = dict(
         new_tokens=0, generate_s=0.0, score_s=0.0, truncated=0, unfinished=0, max_rows=0, budget=0.0
@@ -216,7 +224,8 @@ def _sample_all(
             groups = batch.by_prompt()
             lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
             if rewards is not None:
-                best, worst = _rerank_chunk(cfg, rewards, tokenizer, chunk, batch, lines, totals, sums)
+                columns = record_columns(records[start : start + per_chunk], n)
+                best, worst = _rerank_chunk(cfg, rewards, tokenizer, chunk, batch, lines, totals, sums, columns)
                 _write_exports(writers, chunk, groups, best, worst)
             for line in lines:
                 writers["output"].write(line)
@@ -233,14 +242,16 @@ def _rerank_chunk(
     lines: list[dict[str, Any]],
     totals: dict[str, Any],
     sums: dict[str, float],
+    columns: dict[str, list[Any]] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Score one chunk's candidates, annotate its output lines with the scores and the winner, and add to the
-    score sums. Returns the (P,) best and worst candidate of each prompt."""
+    score sums. ``columns``: the prompt records' columns, one value per candidate, for reward functions.
+    Returns the (P,) best and worst candidate of each prompt."""
     from alignkit.sampling.best_of_n import best_index, score_generations, worst_index
 
     n = batch.n
     t0 = time.perf_counter()
-    scores = score_generations(rewards, tokenizer, chunk, batch.generations, cfg.score_batch_size)
+    scores = score_generations(rewards, tokenizer, chunk, batch.generations, cfg.score_batch_size, columns)
     totals["score_s"] += time.perf_counter() - t0
     combined, passed = scores.grid(n)
     best, worst = best_index(combined, passed).tolist(), worst_index(combined, passed).tolist()
@@ -295,15 +306,20 @@ def _add_reward_summary(
     """Best-of-n's part of the summary: the KL bound, mean scores (all and chosen), gate pass rate, exports."""
     from alignkit.losses.kl import best_of_n_kl_bound
 
-    n, prompts, candidates = summary["n"], summary["prompts"], summary["candidates"]
+    n, candidates = summary["n"], summary["candidates"]
+
+    def mean(key: str) -> float | None:  # over the candidates with a score (a reward function may abstain)
+        count = sums.get(f"count:{key}", 0.0)
+        return sums[key] / count if count else None
+
     summary.update(
         kl_bound=best_of_n_kl_bound(n),
-        mean_best_score=sums["best"] / prompts,
-        mean_score=sums["all"] / candidates,
+        mean_best_score=mean("best"),
+        mean_score=mean("all"),
         rewards={
             m.name: {
-                "mean": sums[m.name] / candidates,
-                "mean_best": sums[f"best/{m.name}"] / prompts,
+                "mean": mean(m.name),
+                "mean_best": mean(f"best/{m.name}"),
                 "shared_base": bool(getattr(m.scorer, "shared", False)),  # an adapter on the policy's base
             }
             for m in rewards.members
@@ -334,8 +350,8 @@ def _annotate(line: dict[str, Any], scores, i: int, n: int, best: int, worst: in
     """Add prompt i's scores, chosen index and best text to its output line."""
     for j, cand in enumerate(line["candidates"]):
         row = i * n + j
-        cand["score"] = float(scores.combined[row])
-        cand["scores"] = {name: float(values[row]) for name, values in scores.per_model.items()}
+        cand["score"] = _score(scores.combined[row])
+        cand["scores"] = {name: _score(values[row]) for name, values in scores.per_model.items()}
         if scores.passed is not None:
             cand["passed_gate"] = bool(scores.passed[row])
     line.update(
@@ -346,6 +362,12 @@ def _annotate(line: dict[str, Any], scores, i: int, n: int, best: int, worst: in
     )
 
 
+def _score(value) -> float | None:
+    """A score for the output line: None where a reward function gave none (NaN is not JSON)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
 def _add_scores(sums: dict[str, float], scores, best: list[int], n: int) -> None:
     """Accumulate the sums behind the summary's means (all candidates vs the chosen ones)."""
     chosen = [i * n + b for i, b in enumerate(best)]
@@ -353,10 +375,15 @@ def _add_scores(sums: dict[str, float], scores, best: list[int], n: int) -> None
     def add(key: str, value: float) -> None:
         sums[key] = sums.get(key, 0.0) + value
 
-    add("all", float(scores.combined.sum()))
-    add("best", float(scores.combined[chosen].sum()))
+    def add_scores(key: str, values) -> None:  # a sum and a count over the scored rows (NaN: no score)
+        scored = ~values.isnan()
+        add(key, float(values[scored].sum()))
+        add(f"count:{key}", float(scored.sum()))
+
+    add_scores("all", scores.combined)
+    add_scores("best", scores.combined[chosen])
     for name, values in scores.per_model.items():
-        add(name, float(values.sum()))
-        add(f"best/{name}", float(values[chosen].sum()))
+        add_scores(name, values)
+        add_scores(f"best/{name}", values[chosen])
     if scores.passed is not None:
         add("passed", float(scores.passed.sum()))
