@@ -267,7 +267,9 @@ def test_best_of_n_with_a_reward_function_reads_columns_and_skips_none(tiny_mode
     lines = read_jsonl(out)
     for row, line in zip(rows, lines, strict=True):
         texts = [c["text"] for c in line["candidates"]]
-        expect = [None if row["target"] is None or len(t) % 3 == 0 else float(t.count(row["target"])) for t in texts]
+        expect = [
+            None if row["target"] is None or len(t) % 3 == 0 else float(t.count(row["target"])) for t in texts
+        ]
         got = [c["score"] for c in line["candidates"]]  # null where the function gave None
         assert got == expect
         scored = [s for s in expect if s is not None]
@@ -287,8 +289,19 @@ def test_best_of_n_with_a_reward_function_reads_columns_and_skips_none(tiny_mode
         (["--n-samples", "0"], "--n-samples must be >= 1"),
         (["--best-of-n", "4"], "--best-of-n needs at least one --reward-model"),
         (["--reward-fn", "length"], "add --best-of-n"),
-        (["--best-of-n", "2", "--reward-fn", "length", "--reward-fn-weight", "1", "--reward-fn-weight", "2"],
-         "one weight per reward function"),  # fmt: skip
+        (
+            [
+                "--best-of-n",
+                "2",
+                "--reward-fn",
+                "length",
+                "--reward-fn-weight",
+                "1",
+                "--reward-fn-weight",
+                "2",
+            ],
+            "one weight per reward function",
+        ),  # fmt: skip
         (["--n-samples", "2", "--best-of-n", "2", "--reward-model", "x"], "not both"),
         (["--export-pairs", "p.jsonl"], "--export-pairs needs --best-of-n"),
         (["--best-of-n", "2", "--reward-model", "x", "--gate", "x0.5"], "NAME:THRESHOLD"),

@@ -322,7 +322,15 @@ def _reference_key(sides: Sides, prompts: Sequence[Conversation], cfg: EvalPolic
     """Everything the reference's sampled answers depend on, as one string."""
     import json
 
-    settings = [cfg.n_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed, cfg.dtype, cfg.batch_size]
+    settings = [
+        cfg.n_samples,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.top_p,
+        cfg.seed,
+        cfg.dtype,
+        cfg.batch_size,
+    ]
     conversations = [[m.to_dict() for m in p] for p in prompts]
     return json.dumps([sides.reference_name, settings, conversations])
 

@@ -112,7 +112,9 @@ class SampleConfig:
             "--reward-model and --reward-fn score candidates for --best-of-n N; add --best-of-n",
         )
         for flag, value in (("--export-pairs", self.export_pairs), ("--export-sft", self.export_sft)):
-            need(reranking or value is None, f"{flag} needs --best-of-n N and a --reward-model or --reward-fn")
+            need(
+                reranking or value is None, f"{flag} needs --best-of-n N and a --reward-model or --reward-fn"
+            )
         need(
             not self.reward_fn_weight or len(self.reward_fn_weight) == len(self.reward_fn),
             f"{len(self.reward_fn_weight)} --reward-fn-weight for {len(self.reward_fn)} --reward-fn: "

@@ -17,9 +17,8 @@ Output line (what `alignkit label` / `judge` read: ``prompt`` + ``candidates`` w
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import os
 import tempfile
 import time
@@ -123,7 +122,6 @@ def _load_rewards(cfg: SampleConfig, model: Any, base: str):
 
     from alignkit.models.device import default_device
     from alignkit.rewards.ensemble import load_reward_set
-
     from alignkit.rewards.verifiers import reward_function_members
 
     shared = isinstance(model, PeftModel)
@@ -225,7 +223,9 @@ def _sample_all(
             lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
             if rewards is not None:
                 columns = record_columns(records[start : start + per_chunk], n)
-                best, worst = _rerank_chunk(cfg, rewards, tokenizer, chunk, batch, lines, totals, sums, columns)
+                best, worst = _rerank_chunk(
+                    cfg, rewards, tokenizer, chunk, batch, lines, totals, sums, columns
+                )
                 _write_exports(writers, chunk, groups, best, worst)
             for line in lines:
                 writers["output"].write(line)
