@@ -87,6 +87,25 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     ]
     assert prompts[0] and prompts[1] and not prompts[0] & prompts[1]
     assert all('"system"' in p for p in prompts[0])  # the demo's system message reaches every stage
+    # The annotator calls pairs within --tie-margin (default 0.25) ties: never trained on, counted apart.
+    from alignkit.data.records import Message
+    from alignkit.feedback.judges.base import conversation_text
+    from alignkit.feedback.judges.simulated import simulated_score
+
+    def gap(prompt, first, second):
+        text = conversation_text(tuple(Message(**m) for m in prompt), "user")
+        return abs(simulated_score(text, first[-1]["content"]) - simulated_score(text, second[-1]["content"]))
+
+    events = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    ties = [e["tied"] for e in events if e["event"] == "tie"]
+    labels = [e for e in events if e["event"] == "label"]
+    assert labels and all(gap(e["prompt"], e["chosen"], e["rejected"]) > 0.25 for e in labels)
+    assert all(gap(t["prompt"], *t["responses"]) <= 0.25 for t in ties)
+    held = [
+        json.loads(line) for line in (out / "data" / "labels_eval.jsonl").read_text().splitlines() if line
+    ]
+    held_ties = sum(e["event"] == "tie" for e in held)
+    assert result["reward_model"]["eval_ties"] == held_ties
     # Every stage is done: a second run skips them all and prints the same table.
     assert main(_args(tiny_model_dir, out)) == 0
     captured = capsys.readouterr()

@@ -124,6 +124,7 @@ def evaluate_methods(demo: Layout) -> dict[str, Any]:
             "eval_accuracy": rm_report.get("eval_accuracy"),
             "eval_pairs": rm_eval.get("pairs"),
             "length_correlation": rm_eval.get("length_correlation"),
+            "eval_ties": _ties(demo.labels_eval),  # held-out pairs the annotator called a tie: not scored
             "steps": rm_report.get("steps"),
         },
         "eval_prompts": len(base_gold),
@@ -183,4 +184,11 @@ def _best_of_n_row(demo: Layout, base_gold: dict[str, list[float]]) -> dict[str,
         kl_bound(n),
         mean(bon_length),
         "bound",
+    )
+
+
+def _ties(path) -> int:
+    """Tie events in a label file."""
+    return sum(
+        1 for raw in path.read_text().splitlines() if raw.strip() and json.loads(raw).get("event") == "tie"
     )

@@ -28,13 +28,17 @@ class DemoConfig:
     and the base: a win rate's standard error of about 0.035)."""
     candidate_prompts: int = 160
     """Training prompts the base model answers for the annotator to label (every pair of their answers)."""
-    candidates: int = 4
-    """Answers sampled per labelled prompt for the simulated annotator to compare (K answers: K(K-1)/2 pairs)."""
+    candidates: int = 5
+    """Answers sampled per labelled prompt for the simulated annotator to compare (K answers: K(K-1)/2 pairs,
+    as InstructGPT collected rankings of K answers; Ouyang et al. 2022, sec. 3.5)."""
+    tie_margin: float = 0.25
+    """The simulated annotator calls a pair a tie ("about the same") when their gold scores differ by this much
+    or less; ties train nothing and are not scored (`alignkit judge --tie-margin`)."""
     system_prompt: str = "Answer in two or three sentences."
     """The system message of every demo prompt (the deployment's instruction; "" for none)."""
     max_new_tokens: int = 96
     """Most tokens per answer, in every stage."""
-    rm_eval_fraction: float = 0.2
+    rm_eval_fraction: float = 0.25
     """Share of the training prompts whose labelled pairs are held out to measure the reward model (and DPO)."""
     rm_steps: int = 60
     """Reward-model optimizer steps."""
@@ -91,6 +95,8 @@ class DemoConfig:
             raise ConfigError(
                 f"--candidates must be at least 2 (the annotator compares pairs), got {self.candidates}"
             )
+        if self.tie_margin < 0:
+            raise ConfigError(f"--tie-margin must be >= 0, got {self.tie_margin}")
         if not 0 < self.rm_eval_fraction < 1:
             raise ConfigError(f"--rm-eval-fraction must be in (0, 1), got {self.rm_eval_fraction}")
         if self.grpo_group_size < 2:

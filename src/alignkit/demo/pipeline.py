@@ -121,6 +121,8 @@ class Demo(Layout):
                 str(self.pair_items),
                 "--judge",
                 "simulated",
+                "--tie-margin",
+                str(self.cfg.tie_margin),
                 "--output",
                 str(self.labels),
                 "--seed",
@@ -392,7 +394,12 @@ class Demo(Layout):
         evals = [line for line, key in zip(lines, keys, strict=True) if key in held]
         atomic_write_text(self.labels_train, "\n".join(train) + "\n")
         atomic_write_text(self.labels_eval, "\n".join(evals) + "\n")
-        console.info(f"{len(train)} training pairs, {len(evals)} held-out pairs ({len(held)} prompts)")
+        ties = [_is_tie(line) for line in lines]
+        held_ties = sum(t for t, key in zip(ties, keys, strict=True) if key in held)
+        console.info(
+            f"{len(train) - (sum(ties) - held_ties)} training pairs, {len(evals) - held_ties} held-out pairs "
+            f"({len(held)} prompts); {sum(ties)} ties (scores within --tie-margin) left out"
+        )
 
     def evaluate(self) -> None:
         from alignkit.demo.compare import evaluate_methods
@@ -440,6 +447,10 @@ def _prompt_key(event: dict[str, Any]) -> str | None:
     """The prompt of a label-file event (a label, or a tie's ``tied`` pair) as a comparable string."""
     prompt = event.get("prompt", (event.get("tied") or {}).get("prompt"))
     return None if prompt is None else json.dumps(prompt, sort_keys=True)
+
+
+def _is_tie(line: str) -> bool:
+    return json.loads(line).get("event") == "tie"
 
 
 def _stage_message(stage: str, why: str) -> str:
