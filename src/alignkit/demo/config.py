@@ -40,7 +40,7 @@ class DemoConfig:
     """Most tokens per answer, in every stage."""
     rm_eval_fraction: float = 0.25
     """Share of the training prompts whose labelled pairs are held out to measure the reward model (and DPO)."""
-    rm_steps: int = 60
+    rm_steps: int = 90
     """Reward-model optimizer steps."""
     best_of_n: int = 8
     """N of the best-of-n stage."""
