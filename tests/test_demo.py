@@ -115,9 +115,13 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     assert again["stage_seconds"] == {}
     # --redo runs one stage afresh (its run dir is replaced, not refused as "already holds a run")
     before = (out / "dpo" / "report.json").stat().st_mtime_ns
-    assert main(_args(tiny_model_dir, out, "--stage", "dpo", "--redo")) == 0
-    capsys.readouterr()
+    assert main(_args(tiny_model_dir, out, "--stage", "dpo", "--redo", "--quiet")) == 0
+    assert "alignkit dpo" not in capsys.readouterr().err  # --quiet reaches the stage's command too
     assert (out / "dpo" / "report.json").stat().st_mtime_ns > before
+    from alignkit import console
+
+    assert console.is_quiet()  # and the demo stays quiet after the stage (main() does not reset it)
+    console.set_quiet(False)
 
 
 def test_demo_resumes_a_stage_stopped_inside(tiny_model_dir, tmp_path, capsys):

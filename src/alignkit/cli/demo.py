@@ -13,7 +13,7 @@ from alignkit.demo.config import DemoConfig
 def demo_command(cfg: DemoConfig) -> None:
     """Run the whole stage-three pipeline on the embedded default model, in minutes on a CPU.
 
-    Builds prompts, samples candidate answers, labels pairs of them with a simulated annotator (a documented rule standing in for people), trains a reward model and evaluates it on held-out labelled pairs, then runs best-of-n, DPO and a short PPO, and compares each with the base model on held-out prompts (win rate by the simulated annotator as gold, gold and proxy scores, KL), and writes plots. Every stage is an alignkit command shown as it runs; finished stages are skipped, so an interrupted demo continues.
+    Builds prompts, samples candidate answers, labels pairs of them with a simulated annotator (a documented rule standing in for people), trains a reward model and evaluates it on held-out labelled pairs, then runs best-of-n, DPO, a short PPO and a short GRPO, and compares each with the base model on held-out prompts (win rate by the simulated annotator as gold, gold and proxy scores, KL), and writes plots. Every stage is an alignkit command shown as it runs; finished stages are skipped, so an interrupted demo continues. See docs/demo.md.
 
     Example:
 
@@ -21,6 +21,16 @@ def demo_command(cfg: DemoConfig) -> None:
     """
     from alignkit.demo.pipeline import run_demo
 
-    result = run_demo(cfg, runner=main)
+    quiet = console.is_quiet()
+
+    def runner(argv: list[str]) -> int:
+        # each stage's command sets the console's quietness from its own options: pass the demo's on, and
+        # restore it after, so `alignkit demo --quiet` stays quiet
+        try:
+            return main([*argv, "--quiet"] if quiet else argv)
+        finally:
+            console.set_quiet(quiet)
+
+    result = run_demo(cfg, runner=runner)
     if cfg.json:
         console.print_json(result)
