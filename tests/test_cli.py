@@ -228,3 +228,12 @@ def test_help_reads_as_flowing_paragraphs_at_80_columns(path, capsys, monkeypatc
     flowing = " ".join(out.split())
     for text in _help_texts(path):
         assert " ".join(text.split()) in flowing, (text, out)
+
+
+def test_root_help_lists_every_command_in_the_order_of_the_work(capsys):
+    from alignkit.cli.help import COMMAND_ORDER
+
+    assert main(["--help"]) == 0
+    block = capsys.readouterr().out.split("Commands:")[1]
+    listed = [line.split()[0] for line in block.splitlines() if line[:2] == "  " and line[2:3].isalpha()]
+    assert listed == list(COMMAND_ORDER)  # every command is placed, none missing or extra

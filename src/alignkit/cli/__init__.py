@@ -6,7 +6,7 @@ typer app and `main` (errors -> exit statuses). Importing this package registers
 
 from __future__ import annotations
 
-# Commands register themselves on import; the order here is the order in `alignkit --help`.
+# Commands register themselves on import; `alignkit --help` lists them in `alignkit.cli.help.COMMAND_ORDER`.
 from alignkit.cli import (  # noqa: E402, F401, I001
     data,  # data inspect, data demo
     demo,  # demo

@@ -98,14 +98,28 @@ class HelpContext(_Context):  # type: ignore[misc,valid-type]
     formatter_class = HelpFormatter
 
 
+# `alignkit --help` lists the commands in the order of the work: data and labels, then the reward model and
+# its uses, direct preference training, RL, evaluation and the rest. A command not named here comes last.
+COMMAND_ORDER = (
+    "demo", "data", "label", "judge", "rm", "score", "sample", "dpo", "kto", "sft", "ppo", "grpo", "rloo",
+    "eval", "plot", "export", "models",
+)  # fmt: skip
+
+
 class HelpGroup(TyperGroup):
-    """The root group: it and every command under it format their help with `HelpFormatter`."""
+    """The root group: it and every command under it format their help with `HelpFormatter`; its commands
+    are listed in `COMMAND_ORDER`."""
 
     context_class = HelpContext
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _use_help_context(self)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
 
 
 def _use_help_context(group: Any) -> None:
