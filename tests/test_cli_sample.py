@@ -257,10 +257,11 @@ def test_best_of_n_with_a_reward_function_reads_columns_and_skips_none(tiny_mode
         "    return [None if t is None or len(c) % 3 == 0 else float(c.count(t))\n"
         "            for c, t in zip(completions, target)]\n"
     )
-    out, pairs = tmp_path / "best.jsonl", tmp_path / "pairs.jsonl"
+    out, pairs, sft = tmp_path / "best.jsonl", tmp_path / "pairs.jsonl", tmp_path / "sft.jsonl"
     summary = run_json(
         ["sample", "--prompts", str(prompts), "--model", str(tiny_model_dir), "--best-of-n", "4",
          "--reward-fn", f"{fn}:count", "--output", str(out), "--export-pairs", str(pairs),
+         "--export-sft", str(sft),
          "--temperature", "1.5", *FAST],
         capsys,
     )  # fmt: skip
@@ -280,6 +281,9 @@ def test_best_of_n_with_a_reward_function_reads_columns_and_skips_none(tiny_mode
     assert summary["mean_score"] == pytest.approx(sum(scored) / len(scored))
     assert "count" in summary["rewards"]
     assert len(read_jsonl(pairs)) == summary["pairs"] <= 2  # the all-None prompt gives no pair
+    unscored = [line for line in lines if all(c["score"] is None for c in line["candidates"])]
+    assert lines[2] in unscored and lines[2]["chosen_index"] == 0 and lines[2]["best_score"] is None
+    assert len(read_jsonl(sft)) == summary["sft"] == len(lines) - len(unscored)  # nor an SFT example
 
 
 @pytest.mark.parametrize(

@@ -386,7 +386,8 @@ class Demo(Layout):
         import random
 
         lines = [line for line in self.labels.read_text().splitlines() if line.strip()]
-        keys = [_prompt_key(json.loads(line)) for line in lines]
+        records = [json.loads(line) for line in lines]
+        keys = [_prompt_key(record) for record in records]
         prompts = sorted({k for k in keys if k is not None})
         random.Random(self.cfg.seed).shuffle(prompts)
         held = set(prompts[: max(1, round(self.cfg.rm_eval_fraction * len(prompts)))])
@@ -394,7 +395,7 @@ class Demo(Layout):
         evals = [line for line, key in zip(lines, keys, strict=True) if key in held]
         atomic_write_text(self.labels_train, "\n".join(train) + "\n")
         atomic_write_text(self.labels_eval, "\n".join(evals) + "\n")
-        ties = [_is_tie(line) for line in lines]
+        ties = [is_tie(record) for record in records]
         held_ties = sum(t for t, key in zip(ties, keys, strict=True) if key in held)
         console.info(
             f"{len(train) - (sum(ties) - held_ties)} training pairs, {len(evals) - held_ties} held-out pairs "
@@ -449,8 +450,9 @@ def _prompt_key(event: dict[str, Any]) -> str | None:
     return None if prompt is None else json.dumps(prompt, sort_keys=True)
 
 
-def _is_tie(line: str) -> bool:
-    return json.loads(line).get("event") == "tie"
+def is_tie(record: dict) -> bool:
+    """A label record in which the annotator called the pair a tie (it trains and scores nothing)."""
+    return record.get("event") == "tie"
 
 
 def _stage_message(stage: str, why: str) -> str:

@@ -172,7 +172,7 @@ def reward_kl_figure(runs: list[RunData], samples: list[BestOfNData]) -> Drawn |
         series.append(f"{sample.label}: best-of-k score vs KL bound")
     ax.set_title("Reward versus KL to the reference (up and to the left is better)", fontsize=10)
     ax.set_xlabel("KL(policy || reference), nats per answer")
-    ax.set_ylabel("reward-model score")
+    ax.set_ylabel("reward (the run's reward model, function or verifier)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return Drawn(fig, series, notes)

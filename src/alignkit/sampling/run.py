@@ -223,10 +223,10 @@ def _sample_all(
             lines = [_plain_line(prompt, group) for prompt, group in zip(chunk, groups, strict=True)]
             if rewards is not None:
                 columns = record_columns(records[start : start + per_chunk], n)
-                best, worst = _rerank_chunk(
+                best, worst, scored = _rerank_chunk(
                     cfg, rewards, tokenizer, chunk, batch, lines, totals, sums, columns
                 )
-                _write_exports(writers, chunk, groups, best, worst)
+                _write_exports(writers, chunk, groups, best, worst, scored)
             for line in lines:
                 writers["output"].write(line)
             bar.advance(len(chunk), tokens=int(batch.stats["new_tokens"]))
@@ -243,10 +243,11 @@ def _rerank_chunk(
     totals: dict[str, Any],
     sums: dict[str, float],
     columns: dict[str, list[Any]] | None = None,
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], list[bool]]:
     """Score one chunk's candidates, annotate its output lines with the scores and the winner, and add to the
     score sums. ``columns``: the prompt records' columns, one value per candidate, for reward functions.
-    Returns the (P,) best and worst candidate of each prompt."""
+    Returns the (P,) best and worst candidate of each prompt, and whether any of its candidates was scored
+    (a reward function may return None for all of them: then the first stands as ``best``, unscored)."""
     from alignkit.sampling.best_of_n import best_index, score_generations, worst_index
 
     n = batch.n
@@ -258,16 +259,25 @@ def _rerank_chunk(
     _add_scores(sums, scores, best, n)
     for i, line in enumerate(lines):
         _annotate(line, scores, i, n, best[i], worst[i])
-    return best, worst
+    scored = (~combined.isnan()).any(-1).tolist()
+    return best, worst, scored
 
 
 def _write_exports(
-    writers: dict[str, AtomicJsonl], chunk: list[Any], groups: list[Any], best: list[int], worst: list[int]
+    writers: dict[str, AtomicJsonl],
+    chunk: list[Any],
+    groups: list[Any],
+    best: list[int],
+    worst: list[int],
+    scored: list[bool],
 ) -> None:
-    """Best versus worst as a preference pair (when they differ), and the best as an SFT example."""
+    """Best versus worst as a preference pair (when they differ), and the best as an SFT example; nothing
+    for a prompt none of whose candidates was scored (its ``best`` is only the first)."""
     from alignkit.sampling.best_of_n import preference_pair, sft_example
 
     for i, group in enumerate(groups):
+        if not scored[i]:
+            continue
         if "export_pairs" in writers and best[i] != worst[i]:
             pair = preference_pair(chunk[i], group[best[i]], group[worst[i]])
             if pair is not None:
