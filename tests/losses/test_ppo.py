@@ -461,3 +461,31 @@ def test_logprobs_and_entropy_match_the_separate_functions():
     ]
     assert torch.allclose(logits.grad, expected, atol=1e-5)
     assert logprobs_and_entropy(logits, tokens, with_entropy=False)[1] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprobs_and_entropy_backward_is_autograds(dtype):
+    """The written-out backward equals autograd's through log_softmax, for weighted log-probs, in the logits'
+    own dtype; the caller's logits are never modified; a banned (-inf) logit gets no gradient."""
+    from alignkit.losses.logits import logprobs_and_entropy
+
+    torch.manual_seed(1)
+    base = torch.randn(29, 40) * 4
+    base[3, 11] = float("-inf")
+    tokens = torch.randint(0, 40, (29,))
+    tokens[3] = 12
+    weights = torch.randn(29)
+    for tau in (1.0, 1.3):
+        logits = base.to(dtype, copy=True).requires_grad_()
+        before = logits.detach().clone()
+        logp, ent = logprobs_and_entropy(logits, tokens, tau, chunk_rows=4)
+        (weights * logp).sum().backward()
+        assert torch.equal(logits.detach(), before)
+        assert logits.grad.dtype == dtype and not ent.requires_grad
+        ref = before.float().requires_grad_()
+        want = torch.log_softmax(ref / tau, -1).gather(-1, tokens[:, None]).squeeze(-1)
+        (weights * want).sum().backward()
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(logp, want.detach(), atol=tol * 10, rtol=tol)
+        torch.testing.assert_close(logits.grad.float(), ref.grad, atol=tol, rtol=tol)
+        assert logits.grad[3, 11] == 0

@@ -90,10 +90,15 @@ def logprobs_and_entropy(
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`logprobs_from_logits` and the entropy of softmax(logits / τ), from one float32 pass per chunk.
 
-    With z = logits / τ and L = logsumexp(z): ``log p(y) = z[y] - L`` and ``H = L - Σ_v p_v z_v`` with
-    p = exp(z - L), the same quantities as the two functions give separately (the entropy there is of the
-    logits it is handed, so pass it logits / τ to compare), without a second float32 copy and log-softmax
-    of the (N, V) logits. The entropy is computed without gradient (for logging); the log-probs keep it.
+    With z = logits / τ, m = max_v z_v, e = exp(z - m), s = Σ_v e_v and p = e / s:
+    ``log p(y) = (z[y] - m) - log s`` and ``H = log s - Σ_v p_v (z_v - m)``, the same quantities as the two
+    functions give separately (the entropy there is of the logits it is handed, so pass it logits / τ to
+    compare). The entropy is for logging: it carries no gradient.
+
+    The backward pass is written out: d log p(y) / dz = onehot(y) - p, recomputed chunk by chunk from the
+    (N, V) logits in their own dtype and the (N,) log-normaliser, so nothing of (N, V) size in float32 is
+    kept between the passes (autograd through ``logsumexp`` would keep every chunk's float32 copy, twice
+    the bf16 logits), and the exponentials serve the log-probs and the entropy at once.
 
     Args:
         logits: (N, V), any float dtype.
@@ -111,18 +116,66 @@ def logprobs_and_entropy(
         raise ValueError(
             f"need logits (N, V) and tokens (N,), got {tuple(logits.shape)} and {tuple(tokens.shape)}"
         )
-    logps, entropies = [], []
-    for start in range(0, logits.shape[0], max(chunk_rows, 1)):
-        z = logits[start : start + chunk_rows].float()
-        if temperature != 1.0:
-            z = z / temperature
-        lse = torch.logsumexp(z, dim=-1)
-        logps.append(z.gather(-1, tokens[start : start + chunk_rows, None]).squeeze(-1) - lse)
-        if with_entropy:
-            with torch.no_grad():
-                zd, norm = z.detach(), lse.detach()
-                p = torch.exp(zd - norm[:, None])
-                entropies.append(norm - torch.where(p > 0, p * zd, torch.zeros_like(p)).sum(-1))
-    empty = logits.new_zeros(0, dtype=torch.float32)
-    logp = torch.cat(logps) if logps else empty
-    return logp, (torch.cat(entropies) if entropies else empty) if with_entropy else None
+    logp, entropy = _TokenLogProbs.apply(
+        logits, tokens, float(temperature), bool(with_entropy), max(chunk_rows, 1)
+    )
+    return logp, entropy if with_entropy else None
+
+
+def _scaled_chunk(logits: Tensor, start: int, rows: int, temperature: float) -> Tensor:
+    """A fresh float32 (rows, V) copy of logits[start : start + rows] / τ (safe to modify in place)."""
+    z = logits[start : start + rows]
+    z = z.clone() if z.dtype == torch.float32 else z.float()  # never the caller's own memory
+    return z.div_(temperature) if temperature != 1.0 else z
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """log p(y) with a hand-written backward, and the entropy (no gradient); see :func:`logprobs_and_entropy`."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, tokens: Tensor, temperature: float, with_entropy: bool, chunk_rows: int):
+        n = logits.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=logits.device)
+        entropy = torch.zeros(n if with_entropy else 0, dtype=torch.float32, device=logits.device)
+        log_norm = torch.empty(n, dtype=torch.float32, device=logits.device)  # log Σ exp(z): the backward's
+        for start in range(0, n, chunk_rows):
+            z = _scaled_chunk(logits, start, chunk_rows, temperature)  # (r, V)
+            picked = tokens[start : start + len(z), None]
+            top = z.amax(-1, keepdim=True)  # (r, 1); -inf only where every logit is -inf
+            z.sub_(top)  # z - m
+            e = torch.exp(z)
+            total = e.sum(-1)  # (r,) s
+            log_s = total.log()
+            logp[start : start + len(z)] = z.gather(-1, picked).squeeze(-1) - log_s
+            log_norm[start : start + len(z)] = top.squeeze(-1) + log_s
+            if with_entropy:
+                # Σ p (z - m) = Σ e (z - m) / s, a row dot product; a banned token (-inf) has e = 0, and 0 · -inf
+                # is NaN, so those (rare) rows are redone without their -inf terms
+                dot = torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(-1)
+                bad = ~torch.isfinite(dot)
+                if bad.any():
+                    dot[bad] = torch.where(e[bad] > 0, e[bad] * z[bad], torch.zeros((), device=z.device)).sum(
+                        -1
+                    )
+                entropy[start : start + len(z)] = log_s - dot / total
+        ctx.save_for_backward(logits, tokens, log_norm)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp: Tensor, grad_entropy: Tensor):  # noqa: ARG004 - the entropy has no gradient
+        logits, tokens, log_norm = ctx.saved_tensors
+        temperature, chunk_rows = ctx.temperature, ctx.chunk_rows
+        grad = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], chunk_rows):
+            z = _scaled_chunk(logits, start, chunk_rows, temperature)
+            rows = slice(start, start + len(z))
+            g = grad_logp[rows].float()
+            p = z.sub_(log_norm[rows, None]).exp_()  # softmax(z), in place
+            d = p.mul_(-g[:, None])  # -g p
+            d.scatter_add_(-1, tokens[rows, None], g[:, None])  # + g onehot(y)
+            if temperature != 1.0:
+                d.div_(temperature)  # z = logits / τ
+            grad[rows] = d
+        return grad, None, None, None, None

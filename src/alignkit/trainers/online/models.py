@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from alignkit import console
 from alignkit.errors import ConfigError
-from alignkit.losses.logits import entropy_from_logits, logprobs_from_logits
+from alignkit.losses.logits import logprobs_and_entropy
 from alignkit.models import heads, lora, registry
 from alignkit.models.device import Precision, autocast, default_device, resolve_precision
 from alignkit.trainers.online.config import OnlineConfig
@@ -225,13 +225,15 @@ class PPOModels:
 
         Runs under the caller's grad mode; ``model`` comes from :meth:`as_policy` or :meth:`as_reference`.
         """
-        logits = self._logits(model, ids, mask, response_ids.shape[1])
-        logps = logprobs_from_logits(logits, response_ids.to(logits.device), temperature)
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach() / temperature, chunk_rows=64)
-        return logps, entropy
+        logits = self._logits(model, ids, mask, response_ids.shape[1])  # (B, R, V)
+        flat_logps, flat_entropy = logprobs_and_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            response_ids.to(logits.device).reshape(-1),
+            temperature,
+            with_entropy,
+        )  # one float32 pass per chunk of (b, t) rows for both
+        shape = response_ids.shape
+        return flat_logps.view(shape), flat_entropy.view(shape) if flat_entropy is not None else None
 
     def values(self, model: nn.Module, ids: Tensor, mask: Tensor, response_len: int) -> Tensor:
         """V(s_t) for each response position t, (B, R) fp32; s_t = prompt + the first t response tokens."""
