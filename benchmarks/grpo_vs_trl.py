@@ -23,7 +23,9 @@ Run it on an otherwise idle machine (``flock /tmp/alignkit-cpu.lock`` if others 
 
 The last line is one JSON object: ``step_time_ratio`` and ``peak_rss_ratio`` (alignkit / TRL, GRPO;
 targets <= 0.35 and <= 0.5), ``rloo_step_time_ratio`` and ``rloo_peak_rss_ratio``, the absolute figures and
-the machine.
+the machine. With ``--compile``, alignkit grpo also runs with ``--compile`` (compiled decoder layers and
+decode step; the first step compiles, so it is left out like every first step): ``compiled_step_time_ratio``
+and ``compiled_peak_rss_ratio`` against the same TRL run. The targets are judged on the defaults.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ cfg = build_config(cls, None, dict(
     prompts=a["prompts"], reward_fn=[a["work"] + "/bench_reward.py:reward"], output=a["out"],
     batch_size=a["prompts_per_step"], group_size=a["group"], max_new_tokens=a["new_tokens"], temperature=1.0,
     lora_r=a["lora_r"], lora_alpha=2 * a["lora_r"], max_steps=a["steps"], save_every=0, eval_split=0.0,
-    beta=a["beta"], num_iterations=1, forward_batch_size=8, dtype="bf16", lr=1e-5,
+    beta=a["beta"], num_iterations=1, forward_batch_size=8, dtype="bf16", lr=1e-5, compile=a.get("compile", False),
 ))
 console.set_quiet(True)
 run_grpo(cfg)
@@ -167,6 +169,11 @@ def timed(steps: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("grpo", "rloo"), help="run one algorithm only")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run alignkit grpo with --compile (compiled layers and decode step): compiled_* figures",
+    )
     opts = parser.parse_args()
     env = {
         **os.environ,
@@ -200,6 +207,22 @@ def main() -> None:
             trl = run_child(TRL_CHILD, {**common, "algo": algo}, tmp, env)
             log(f"  steps {trl['step_seconds']}, peak RSS {trl['peak_rss_mb']:.0f} MiB")
             ours_s, trl_s = timed(ours["step_seconds"]), timed(trl["step_seconds"])
+            if opts.compile and algo == "grpo":
+                log("alignkit grpo --compile: the same job ...")
+                fast = run_child(
+                    ALIGNKIT_CHILD,
+                    {**common, "algo": algo, "out": str(work / "run-grpo-compiled"), "compile": True},
+                    tmp,
+                    env,
+                )
+                log(f"  steps {fast['step_seconds']}, peak RSS {fast['peak_rss_mb']:.0f} MiB")
+                result.update({
+                    "compiled_alignkit_step_s": timed(fast["step_seconds"]),
+                    "compiled_alignkit_peak_rss_mb": fast["peak_rss_mb"],
+                    "compiled_step_time_ratio": timed(fast["step_seconds"]) / trl_s,
+                    "compiled_peak_rss_ratio": fast["peak_rss_mb"] / trl["peak_rss_mb"],
+                    "compiled_first_step_s": fast["step_seconds"][0],
+                })  # fmt: skip
             result.update({
                 f"{prefix}alignkit_step_s": ours_s, f"{prefix}trl_step_s": trl_s,
                 f"{prefix}alignkit_peak_rss_mb": ours["peak_rss_mb"], f"{prefix}trl_peak_rss_mb": trl["peak_rss_mb"],

@@ -14,6 +14,7 @@ from alignkit.cli import main
 from alignkit.config import build_config
 from alignkit.errors import ConfigError
 from alignkit.trainers.online.grpo_config import GRPOConfig, RLOOConfig
+from factories import needs_compiler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,6 +123,26 @@ def test_grpo_end_to_end_with_a_column_reading_function(
     assert weights and not any("value" in k for k in weights)
     meta = json.loads((out / "alignkit_model.json").read_text())
     assert meta["trainer"] == "grpo" and meta["kind"] == "policy"
+
+
+@needs_compiler
+def test_compile_trains_like_eager(tiny_model_dir, prompts_file, rewards_file, tmp_path, capsys, monkeypatch):
+    """--compile: the update's forwards go through the compiled layers, and the run matches an eager one."""
+    from alignkit.models import compile as compile_module
+
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")
+    compiled_models = []
+    real = compile_module.compile_layers
+    monkeypatch.setattr(compile_module, "compile_layers", lambda m: compiled_models.append(m) or real(m))
+    common = ("--reward-fn", f"{rewards_file}:short", "--max-steps", "2", "--eval-split", "0")
+    for name, flag in (("eager", "--no-compile"), ("compiled", "--compile")):
+        rc = main(args("grpo", tiny_model_dir, prompts_file, tmp_path / name, *common, flag))
+        assert rc == 0, capsys.readouterr().err
+    assert len(compiled_models) == 1
+    eager, compiled = rows(tmp_path / "eager"), rows(tmp_path / "compiled")
+    assert [r["reward/score"] for r in compiled] == [r["reward/score"] for r in eager]  # the same samples
+    for key in ("grpo/loss", "kl/ref", "grpo/entropy"):
+        assert [r[key] for r in compiled] == pytest.approx([r[key] for r in eager], abs=1e-4), key
 
 
 def test_the_run_is_a_model_for_sample_eval_and_export(

@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import torch
 
 from alignkit import console
 from alignkit.data.records import Record
-from alignkit.errors import ConfigError, TrainingError
+from alignkit.errors import ConfigError
 from alignkit.losses.reward import centering_loss, ranking_loss
 from alignkit.models.cpu_attention import enable_for_training, saved_bytes_per_score
 from alignkit.models.device import Precision, resolve_precision
@@ -50,6 +50,7 @@ from alignkit.rewards.comparisons import (
 from alignkit.rewards.model import ADAPTER_NAME, REWARD_DIR, RewardModel, export_reward_model
 from alignkit.runs import Run
 from alignkit.trainers import checkpoints, loop, memory, processes
+from alignkit.trainers.compiled import compiled_training
 from alignkit.trainers.rm_config import RMConfig
 
 
@@ -156,7 +157,7 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
     if evals is not None:
         report_prepared("eval data", evals, cfg.max_length)
 
-    with _compiled(cfg, rm, device):
+    with compiled_training(rm.model, cfg.compile, device, "rm"):
         summary = train_reward_model(cfg, rm, train, evals, run, accelerator)
     summary["data"] = {**data_info, "train": train.summary(), "eval": evals.summary() if evals else None}
     rm.eval()
@@ -182,43 +183,6 @@ def run_rm(cfg: RMConfig) -> dict[str, Any]:
 
 
 EVAL_LOGGED = ("accuracy", "margin", "length_correlation")
-
-
-@contextmanager
-def _compiled(cfg: RMConfig, rm: RewardModel, device: torch.device) -> Iterator[None]:
-    """`--compile`: the decoder layers compiled for the training steps inside, eager again after.
-
-    A compiler failure becomes a one-line `TrainingError` naming --no-compile. Nothing of torch's
-    compiler is imported when the run does not compile.
-    """
-    from alignkit.models.compile import compile_layers, compile_unavailable
-
-    reason = compile_unavailable(device) if cfg.compile else None
-    undo = None
-    if reason is not None:
-        console.warn(f"rm: not compiling ({reason}); training runs eager. --no-compile hides this warning")
-    elif cfg.compile:
-        undo = compile_layers(rm.model)
-        if undo is None:
-            console.warn("rm: not compiling: the model has no transformers decoder layers to compile")
-    if undo is None:
-        yield
-        return
-    from torch._dynamo.exc import TorchDynamoException
-
-    console.info(
-        "rm: decoder layers compiled (torch.compile); the first steps compile them (--no-compile to skip)"
-    )
-    try:
-        yield
-    except TorchDynamoException as error:
-        first_line = (str(error).splitlines() or [""])[0][:200]
-        raise TrainingError(
-            f"torch.compile failed ({type(error).__name__}: {first_line}); "
-            "rerun with --no-compile (add --resume to continue from the last checkpoint)"
-        ) from error
-    finally:
-        undo()
 
 
 @dataclass

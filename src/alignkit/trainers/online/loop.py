@@ -39,6 +39,7 @@ from alignkit.rewards.ensemble import RewardSet, load_reward_set
 from alignkit.rewards.verifiers import reward_function_members
 from alignkit.runs import Run, read_metrics
 from alignkit.trainers.checkpoints import load_checkpoint, save_checkpoint
+from alignkit.trainers.compiled import compiled_training
 from alignkit.trainers.loop import BatchCursor, build_optimizer, build_scheduler, micro_batches, plan_steps
 from alignkit.trainers.memory import release_freed_memory
 from alignkit.trainers.online.advantages import AdvantageEstimator
@@ -131,7 +132,10 @@ def run_online(cfg: OnlineConfig, algorithm: OnlineAlgorithm) -> dict[str, Any]:
     if state.step == 0:
         run_eval(state, 0)
     start = time.perf_counter()
-    with console.progress(algorithm.kind, state.total_steps, unit="step") as tracker:
+    with (
+        compiled_training(state.models.policy, cfg.compile, state.models.device, algorithm.kind),
+        console.progress(algorithm.kind, state.total_steps, unit="step") as tracker,
+    ):
         tracker.advance(state.step)
         while state.step < state.total_steps:
             iteration(state, tracker)

@@ -76,6 +76,7 @@ def sample(
         seed=rollout_seed(cfg.seed, step, dist.rank),
         return_logprobs=not cfg.recompute_logprobs,
         batch_size=max(len(prompts) * n, 1),
+        compile=cfg.compile,
         max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
     )
     with models.as_policy() as policy:
@@ -153,6 +154,7 @@ def evaluate_policy(
         n=n,
         batch_size=max(1, min(len(records) * n, EVAL_ROWS)),
         max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
+        compile=cfg.compile,
     )
     with models.as_policy() as policy:  # every prompt in one call: the sampler keeps its rows full
         sampled = generate(policy, models.tokenizer, [r.prompt for r in records], settings)
