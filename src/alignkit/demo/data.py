@@ -264,6 +264,11 @@ DEMO_PROMPTS: tuple[str, ...] = (
 )
 
 
+def is_tie(record: dict) -> bool:
+    """A label record in which the annotator called the pair a tie (it trains and scores nothing)."""
+    return record.get("event") == "tie"
+
+
 def all_demo_prompts() -> list[str]:
     """Every prompt `alignkit demo` uses, in a fixed order without duplicates (395 prompts)."""
     from alignkit.demo.prompts import EVERYDAY_PROMPTS

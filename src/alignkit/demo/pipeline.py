@@ -30,7 +30,7 @@ from typing import Any
 from alignkit import console
 from alignkit.config import DEFAULT_MODEL
 from alignkit.demo.config import STAGES, DemoConfig
-from alignkit.demo.data import all_demo_prompts
+from alignkit.demo.data import all_demo_prompts, is_tie
 from alignkit.demo.layout import Layout
 from alignkit.errors import ConfigError, TrainingError, UserError
 from alignkit.files import atomic_write_json, atomic_write_text
@@ -448,11 +448,6 @@ def _prompt_key(event: dict[str, Any]) -> str | None:
     """The prompt of a label-file event (a label, or a tie's ``tied`` pair) as a comparable string."""
     prompt = event.get("prompt", (event.get("tied") or {}).get("prompt"))
     return None if prompt is None else json.dumps(prompt, sort_keys=True)
-
-
-def is_tie(record: dict) -> bool:
-    """A label record in which the annotator called the pair a tie (it trains and scores nothing)."""
-    return record.get("event") == "tie"
 
 
 def _stage_message(stage: str, why: str) -> str:
