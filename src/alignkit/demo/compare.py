@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from alignkit import console
+from alignkit.demo.data import is_tie
 from alignkit.evaluation.compare import mean, stderr, win_from_scores
 
 if TYPE_CHECKING:
@@ -189,6 +190,4 @@ def _best_of_n_row(demo: Layout, base_gold: dict[str, list[float]]) -> dict[str,
 
 def _ties(path) -> int:
     """Tie events in a label file."""
-    from alignkit.demo.data import is_tie
-
     return sum(1 for raw in path.read_text().splitlines() if raw.strip() and is_tie(json.loads(raw)))

@@ -58,9 +58,8 @@ def logprobs_from_logits(
 
     Alignment is the caller's: the logits at position t must be the ones that
     predicted ``tokens[:, t]`` (usually ``logits[:, :-1]`` with ``input_ids[:, 1:]``).
-    Computed in float32, ``chunk_rows`` (b, t) rows at a time (see
-    :func:`entropy_from_logits`), gathering one logit per row instead of
-    materialising a full log-softmax.
+    Computed in float32, ``chunk_rows`` (b, t) rows at a time, by
+    :func:`logprobs_and_entropy` (its written-out backward included).
 
     Args:
         logits: (B, T, V), any float dtype.
@@ -70,19 +69,12 @@ def logprobs_from_logits(
     Returns:
         (B, T) float32 log-probabilities (``_token_logps``).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     if tokens.shape != logits.shape[:-1]:
         raise ValueError(f"tokens {tuple(tokens.shape)} do not match logits {tuple(logits.shape)}")
-    flat_tokens = tokens.reshape(-1, 1)
-    out = []
-    start = 0
-    for rows in _row_chunks(logits, chunk_rows):
-        z = rows.float() / temperature if temperature != 1.0 else rows.float()
-        picked = z.gather(-1, flat_tokens[start : start + len(rows)]).squeeze(-1)
-        out.append(picked - torch.logsumexp(z, dim=-1))
-        start += len(rows)
-    return torch.cat(out).reshape(tokens.shape)
+    flat, _ = logprobs_and_entropy(
+        logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), temperature, False, chunk_rows
+    )
+    return flat.view(tokens.shape)
 
 
 def logprobs_and_entropy(
