@@ -21,13 +21,13 @@ __all__ = ["compiled_training"]
 
 
 @contextmanager
-def compiled_training(model: nn.Module, enabled: bool, device: torch.device, command: str) -> Iterator[bool]:
-    """Inside, ``model``'s decoder layers run compiled while gradients are on (``enabled``); yields whether they do.
+def compiled_training(model: nn.Module, enabled: bool, device: torch.device, command: str) -> Iterator[None]:
+    """Inside, ``model``'s decoder layers run compiled while gradients are on (when ``enabled`` and possible).
 
     ``command`` names the run in its messages (``rm``, ``grpo``, ...).
     """
     if not enabled:
-        yield False
+        yield
         return
     from alignkit.models.compile import compile_layers, compile_unavailable
 
@@ -42,7 +42,7 @@ def compiled_training(model: nn.Module, enabled: bool, device: torch.device, com
         if undo is None:
             console.warn(f"{command}: not compiling: the model has no transformers decoder layers to compile")
     if undo is None:
-        yield False
+        yield
         return
     from torch._dynamo.exc import TorchDynamoException
 
@@ -50,7 +50,7 @@ def compiled_training(model: nn.Module, enabled: bool, device: torch.device, com
         f"{command}: decoder layers compiled (torch.compile); the first steps compile them (--no-compile to skip)"
     )
     try:
-        yield True
+        yield
     except TorchDynamoException as error:
         first_line = (str(error).splitlines() or [""])[0][:200]
         raise TrainingError(
